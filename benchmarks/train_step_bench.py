@@ -1,0 +1,81 @@
+"""Train-step throughput (images/s) of a config, per convolution lowering.
+
+Runs the real jitted ``bonnkd.train.train_step`` (augmentation, forward,
+backward, SGD update) on random uint8 batches and reports images/s for each
+``--impl``, measured back to back in one process so the ratio is meaningful
+on a noisy machine.
+
+  python benchmarks/train_step_bench.py --config configs/phase1_bonn_wrn.py:cpu
+  python benchmarks/train_step_bench.py --config configs/phase1_bonn_wrn.py:cpu \
+      --impl native,im2col,auto --steps 10
+"""
+
+import argparse
+import functools
+import importlib.util
+import time
+
+import jax
+import numpy as np
+
+from bonnkd import models
+from bonnkd import train
+
+
+def load_config(spec: str):
+  path, _, preset = spec.partition(':')
+  module_spec = importlib.util.spec_from_file_location('cfg', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(preset)
+
+
+def images_per_sec(config, impl: str, steps: int, warmup: int = 2) -> float:
+  config = config.copy_and_resolve_references()
+  config.model.conv_impl = impl
+  model = models.create_model(config.model)
+  schedule = train.learning_rate_fn(config, 100)
+  state = train.create_train_state(jax.random.key(0), model,
+                                   train.create_optimizer(config, schedule))
+  step = jax.jit(functools.partial(train.train_step, rng=jax.random.key(1),
+                                   config=config), donate_argnums=(0,))
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (config.batch_size, 32, 32, 3), np.uint8)
+  labels = rng.integers(0, 10, (config.batch_size,), np.int32)
+  for _ in range(warmup):
+    state, metrics = step(state, images, labels)
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = step(state, images, labels)
+  jax.block_until_ready(metrics)
+  return steps * config.batch_size / (time.perf_counter() - start)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--config', required=True)
+  parser.add_argument('--impl', default='native,auto')
+  parser.add_argument('--steps', type=int, default=10)
+  parser.add_argument('--set', action='append', default=[],
+                      help='override, e.g. --set model.width=4')
+  args = parser.parse_args()
+  config = load_config(args.config)
+  for item in args.set:
+    key, value = item.split('=')
+    *parents, leaf = key.split('.')
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = type(node[leaf])(value)
+  print(f'backend={jax.default_backend()} devices={jax.device_count()} '
+        f'model={dict(config.model)} batch={config.batch_size}')
+  results = {impl: images_per_sec(config, impl, args.steps)
+             for impl in args.impl.split(',')}
+  base = next(iter(results.values()))
+  for impl, ips in results.items():
+    print(f'{impl:>8}: {ips:8.1f} img/s  ({ips / base:.2f}x)')
+
+
+if __name__ == '__main__':
+  main()

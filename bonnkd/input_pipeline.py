@@ -1,0 +1,220 @@
+"""CIFAR-10 input: load once into host memory, split, and batch by step.
+
+Three sources, chosen by ``config.data.source``:
+
+* ``'tfds'``    -- ``tfds.load('cifar10')`` (downloads where there is
+                   internet; ``config.data.dir`` is the tfds data_dir);
+* ``'folder'``  -- a ``split/class/image`` tree read with
+                   ``tfds.ImageFolder`` (e.g. a JPEG copy of CIFAR-10);
+* ``'tarball'`` -- the official ``cifar-10-python.tar.gz``, for offline
+                   clusters (``config.data.dir`` is the file's path).
+
+CIFAR-10 is 150 MB as uint8, so the whole split lives in host memory and a
+batch is a function of the step alone: epoch ``e`` visits the train images in
+the order of a permutation seeded by ``(seed, e)``. Resuming at step ``s``
+therefore replays exactly the batches an uninterrupted run would have seen,
+with no iterator state to checkpoint. Augmentation runs on the accelerator
+inside the jitted step (:mod:`bonnkd.augment`), so two host cores are not
+spent on it.
+
+The validation split is ``num_val`` train images drawn by ``split_seed``; the
+test split is only read for the final numbers.
+"""
+
+from collections.abc import Iterator
+import dataclasses
+import os
+import pickle
+import tarfile
+
+import numpy as np
+
+__all__ = [
+    'CLASS_NAMES',
+    'Split',
+    'DataNotFoundError',
+    'load_splits',
+    'train_batch',
+    'eval_batches',
+]
+
+CLASS_NAMES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
+               'horse', 'ship', 'truck')
+
+
+class DataNotFoundError(FileNotFoundError):
+  """No CIFAR-10 could be read or downloaded; says which config keys to set."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """One split in host memory: uint8 images (N, 32, 32, 3), int32 labels."""
+
+  images: np.ndarray
+  labels: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def take(self, limit: int, seed: int = 0) -> 'Split':
+    """A random subset of ``limit`` examples (all of them if limit < 0)."""
+    if limit < 0 or limit >= len(self):
+      return self
+    idx = np.sort(np.random.default_rng(seed).permutation(len(self))[:limit])
+    return Split(self.images[idx], self.labels[idx])
+
+
+_HOW_TO_SET = (
+    'Set config.data.source and config.data.dir, e.g. '
+    '--config.data.source=folder --config.data.dir=PATH/cifar10-jpeg '
+    '(split/class/image tree), or --config.data.source=tarball '
+    '--config.data.dir=PATH/cifar-10-python.tar.gz, or '
+    '--config.data.source=tfds with internet access or a prepared '
+    'config.data.dir (tfds data_dir).'
+)
+
+
+def _load_tfds(data_dir: str) -> dict[str, Split]:
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    data = tfds.load('cifar10', split=['train', 'test'], batch_size=-1,
+                     as_supervised=True, data_dir=data_dir or None)
+  except Exception as e:  # tfds raises many kinds on a failed download.
+    raise DataNotFoundError(
+        f'Could not load CIFAR-10 with tfds (data_dir={data_dir!r}): '
+        f'{type(e).__name__}: {str(e)[:300]}. {_HOW_TO_SET}') from e
+  (train_x, train_y), (test_x, test_y) = tfds.as_numpy(data)
+  return {'train': Split(train_x, train_y.astype(np.int32)),
+          'test': Split(test_x, test_y.astype(np.int32))}
+
+
+def _load_folder(root: str) -> dict[str, Split]:
+  missing = [s for s in ('train', 'test')
+             if not os.path.isdir(os.path.join(root, s))]
+  if missing:
+    raise DataNotFoundError(
+        f'config.data.dir={root!r} has no {missing} folder(s) of the form '
+        f'split/class/image. {_HOW_TO_SET}')
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = tfds.ImageFolder(root)
+  names = tuple(builder.info.features['label'].names)
+  if names != CLASS_NAMES:
+    raise ValueError(
+        f'Class folders under {root!r} are {names}, expected the CIFAR-10 '
+        f'classes {CLASS_NAMES}.')
+  splits = {}
+  for split in ('train', 'test'):
+    ds = builder.as_dataset(split=split, batch_size=-1, shuffle_files=False)
+    data = tfds.as_numpy(ds)
+    # Directory listing order depends on the file system: sort by file name
+    # so that the order, and hence the val split, is the same everywhere.
+    order = np.argsort(data['image/filename'], kind='stable')
+    splits[split] = Split(np.asarray(data['image'][order], np.uint8),
+                          data['label'][order].astype(np.int32))
+  return splits
+
+
+def _load_tarball(path: str) -> dict[str, Split]:
+  """Reads the official python-pickle release (data_batch_1..5, test_batch)."""
+  if not os.path.isfile(path):
+    raise DataNotFoundError(
+        f'config.data.dir={path!r} is not a file. {_HOW_TO_SET}')
+
+  def read(tar, member):
+    batch = pickle.load(tar.extractfile(member), encoding='bytes')
+    images = batch[b'data'].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return images.astype(np.uint8), np.asarray(batch[b'labels'], np.int32)
+
+  with tarfile.open(path, 'r:*') as tar:
+    members = {os.path.basename(m.name): m for m in tar.getmembers()}
+    wanted = [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']
+    if missing := [w for w in wanted if w not in members]:
+      raise DataNotFoundError(
+          f'{path!r} is not cifar-10-python.tar.gz: {missing} missing.')
+    train = [read(tar, members[f'data_batch_{i}']) for i in range(1, 6)]
+    test = read(tar, members['test_batch'])
+  return {
+      'train': Split(np.concatenate([x for x, _ in train]),
+                     np.concatenate([y for _, y in train])),
+      'test': Split(*test),
+  }
+
+
+def split_train_val(train: Split, num_val: int, seed: int):
+  """Holds ``num_val`` images out of train, chosen by a seeded permutation."""
+  if num_val >= len(train):
+    raise ValueError(
+        f'config.data.num_val={num_val} leaves no training images out of '
+        f'{len(train)}.')
+  perm = np.random.default_rng(seed).permutation(len(train))
+  val_idx, train_idx = np.sort(perm[:num_val]), np.sort(perm[num_val:])
+  return (Split(train.images[train_idx], train.labels[train_idx]),
+          Split(train.images[val_idx], train.labels[val_idx]))
+
+
+def load_splits(data_config) -> dict[str, Split]:
+  """Returns {'train', 'val', 'test'} splits as host arrays.
+
+  Args:
+    data_config: ``config.data`` (source, dir, num_val, split_seed,
+      train_limit, eval_limit).
+
+  Raises:
+    DataNotFoundError: nothing to read, with the config keys to set.
+  """
+  loader = {'tfds': _load_tfds, 'folder': _load_folder,
+            'tarball': _load_tarball}[data_config.source]
+  raw = loader(data_config.dir)
+  train, val = split_train_val(raw['train'], data_config.num_val,
+                               data_config.split_seed)
+  return {
+      'train': train.take(data_config.train_limit),
+      'val': val.take(data_config.eval_limit),
+      'test': raw['test'].take(data_config.eval_limit),
+  }
+
+
+def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def train_batch(split: Split, step: int, batch_size: int, seed: int,
+                process_index: int = 0, process_count: int = 1):
+  """The host-local part of the global train batch of ``step``.
+
+  Each epoch is a fresh permutation seeded by ``(seed, epoch)``; the last
+  incomplete batch of an epoch is dropped. Host ``i`` of ``n`` gets rows
+  ``[i * b/n, (i+1) * b/n)`` of the global batch.
+
+  Returns:
+    (images uint8 (b/n, 32, 32, 3), labels int32 (b/n,)).
+  """
+  steps_per_epoch = len(split) // batch_size
+  epoch, index = divmod(step, steps_per_epoch)
+  perm = epoch_permutation(len(split), seed, epoch)
+  local = batch_size // process_count
+  start = index * batch_size + process_index * local
+  idx = np.sort(perm[start:start + local])
+  return split.images[idx], split.labels[idx]
+
+
+def eval_batches(split: Split, batch_size: int, process_index: int = 0,
+                 process_count: int = 1) -> Iterator[tuple[np.ndarray, ...]]:
+  """Host-local eval batches; the last one padded, with a mask of real rows.
+
+  Yields:
+    (images, labels, mask) with ``mask[i] == 1`` for real examples, so that
+    summing a masked metric over all batches counts every example once.
+  """
+  local = batch_size // process_count
+  for start in range(0, len(split), batch_size):
+    lo = min(start + process_index * local, len(split))
+    hi = min(lo + local, len(split))
+    images, labels = split.images[lo:hi], split.labels[lo:hi]
+    pad = local - len(labels)
+    mask = np.concatenate([np.ones(len(labels), np.float32),
+                           np.zeros(pad, np.float32)])
+    images = np.concatenate(
+        [images, np.zeros((pad, *split.images.shape[1:]), np.uint8)])
+    labels = np.concatenate([labels, np.zeros(pad, np.int32)])
+    yield images, labels, mask

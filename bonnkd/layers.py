@@ -1,0 +1,177 @@
+"""Convolution layers: a binarizable conv and a backend-aware conv kernel.
+
+``QuantConv`` is the one convolution every bonnkd model uses. Depending on its
+fields it is a plain full-precision conv, or a 1-bit conv in the style of
+XNOR-Net / MCN / BONN::
+
+    y = conv(q(x), q(W)) * s
+
+where ``q`` is a sign quantizer with a surrogate gradient
+(:mod:`bonnkd.quantizers`) and ``s`` a per-output-channel scale:
+
+* ``'none'``:       s = 1;
+* ``'xnor'``:       s = mean |W| per output channel, recomputed from the latent
+                    weights at every step (XNOR-Net, arXiv:1603.05279);
+* ``'modulation'``: s is a learned parameter ``modulation`` of shape
+                    (C_out,), initialised to XNOR's mean |W| and then trained
+                    by back-propagation, the modulation vector of MCN
+                    (CVPR 2018) and BONN (Gu et al., ICCV 2019).
+
+Why flax.linen: bonnkd follows flax ``examples/`` and big_vision, whose
+``{'params', 'batch_stats'}`` trees orbax saves and restores as plain pytrees.
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+
+from bonnkd import quantizers
+
+__all__ = ['conv2d', 'QuantConv', 'WEIGHT_SCALES', 'CONV_IMPLS']
+
+WEIGHT_SCALES = ('none', 'xnor', 'modulation')
+CONV_IMPLS = ('auto', 'native', 'im2col')
+
+_DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _im2col_conv(x, kernel, strides, padding):
+  """Convolution as one matmul over the k*k shifted views of the input.
+
+  XLA:CPU lowers small-channel convolutions (16-64 channels at 32x32) to a
+  loop that reaches ~10 GFLOP/s on two cores; gathering the k*k shifted
+  windows into the contraction axis and calling one GEMM runs 2-3x faster,
+  forward and backward (``benchmarks/conv_bench.py``). Numerically it is the
+  same convolution: same padding as ``lax.conv_general_dilated``.
+  """
+  kh, kw, cin, cout = kernel.shape
+  sh, sw = strides
+  (plh, phh), (plw, phw) = lax.padtype_to_pads(
+      x.shape[1:3], (kh, kw), strides, padding
+  ) if isinstance(padding, str) else padding
+  xp = jnp.pad(x, ((0, 0), (plh, phh), (plw, phw), (0, 0)))
+  out_h = (xp.shape[1] - kh) // sh + 1
+  out_w = (xp.shape[2] - kw) // sw + 1
+  if kh == kw == 1:
+    cols = xp[:, : (out_h - 1) * sh + 1 : sh, : (out_w - 1) * sw + 1 : sw, :]
+  else:
+    cols = jnp.concatenate(
+        [
+            xp[:, i : i + (out_h - 1) * sh + 1 : sh,
+               j : j + (out_w - 1) * sw + 1 : sw, :]
+            for i in range(kh)
+            for j in range(kw)
+        ],
+        axis=-1,
+    )
+  return cols @ kernel.reshape(kh * kw * cin, cout)
+
+
+def _use_im2col(x_shape, kernel_shape, impl: str) -> bool:
+  """The per-backend choice of ``conv_impl='auto'``.
+
+  On GPU and TPU the native convolution is the fast path (cuDNN, the TPU
+  convolution unit). On CPU im2col wins for spatial maps of 16x16 and larger
+  with few channels, where XLA:CPU's convolution is slowest; at 8x8 with 128+
+  channels the native conv is as fast or faster (see
+  ``benchmarks/conv_bench.py`` for the measured table).
+  """
+  if impl == 'native':
+    return False
+  if impl == 'im2col':
+    return True
+  if jax.default_backend() != 'cpu':
+    return False
+  height, width = x_shape[1:3]
+  return height * width >= 16 * 16 and kernel_shape[2] <= 128
+
+
+def conv2d(x, kernel, strides=(1, 1), padding='SAME', impl: str = 'auto'):
+  """2-D convolution, NHWC x HWIO -> NHWC, with a choice of lowering.
+
+  Args:
+    x: input of shape (N, H, W, C_in).
+    kernel: (kh, kw, C_in, C_out).
+    strides: (sh, sw).
+    padding: 'SAME', 'VALID' or explicit ((lo, hi), (lo, hi)).
+    impl: 'native' (``lax.conv_general_dilated``), 'im2col' (one GEMM over
+      shifted windows) or 'auto' (the fast one for this backend and shape).
+
+  Returns:
+    (N, H', W', C_out).
+  """
+  if impl not in CONV_IMPLS:
+    raise ValueError(f'conv impl must be one of {CONV_IMPLS}, got {impl!r}.')
+  strides = tuple(strides)
+  if _use_im2col(x.shape, kernel.shape, impl):
+    return _im2col_conv(x, kernel, strides, padding)
+  return lax.conv_general_dilated(
+      x, kernel, strides, padding, dimension_numbers=_DIMENSION_NUMBERS
+  )
+
+
+class QuantConv(nn.Module):
+  """A convolution whose weights and/or inputs can be binarized.
+
+  Attributes:
+    features: output channels.
+    kernel_size: (kh, kw).
+    strides: (sh, sw).
+    binarize_weights: use ``q(W)`` instead of ``W``.
+    binarize_inputs: use ``q(x)`` instead of ``x``.
+    quantizer: name in :data:`bonnkd.quantizers.QUANTIZERS` used for both.
+    weight_scale: one of :data:`WEIGHT_SCALES` (see the module docstring);
+      only used when ``binarize_weights``.
+    conv_impl: see :func:`conv2d`.
+    kernel_init: initializer of the latent real-valued kernel.
+  """
+
+  features: int
+  kernel_size: Sequence[int] = (3, 3)
+  strides: Sequence[int] = (1, 1)
+  binarize_weights: bool = False
+  binarize_inputs: bool = False
+  quantizer: str = 'ste_sign'
+  weight_scale: str = 'modulation'
+  conv_impl: str = 'auto'
+  kernel_init: nn.initializers.Initializer = nn.initializers.kaiming_normal()
+
+  @property
+  def is_binary(self) -> bool:
+    return self.binarize_weights or self.binarize_inputs
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.weight_scale not in WEIGHT_SCALES:
+      raise ValueError(
+          f'weight_scale must be one of {WEIGHT_SCALES}, '
+          f'got {self.weight_scale!r}.'
+      )
+    quantize = quantizers.get_quantizer(self.quantizer)
+    kernel = self.param(
+        'kernel',
+        self.kernel_init,
+        (*self.kernel_size, x.shape[-1], self.features),
+        jnp.float32,
+    )
+    scale = None
+    if self.binarize_weights:
+      if self.weight_scale == 'xnor':
+        scale = quantizers.xnor_weight_scale(kernel).reshape(-1)
+      elif self.weight_scale == 'modulation':
+        # Starts as XNOR's alpha of the initial kernel, then is learned.
+        scale = self.param(
+            'modulation',
+            lambda _, k: quantizers.xnor_weight_scale(k).reshape(-1),
+            kernel,
+        )
+      kernel = quantize(kernel)
+    if self.binarize_inputs:
+      x = quantize(x)
+    y = conv2d(x, kernel.astype(x.dtype), self.strides, 'SAME', self.conv_impl)
+    if scale is not None:
+      y = y * scale.astype(y.dtype)
+    return y

@@ -1,0 +1,268 @@
+"""CIFAR networks: Wide-ResNet with binarizable convolutions, ResNet-18, student.
+
+* :class:`WideResNet` -- WRN-d-k of Zagoruyko & Komodakis (arXiv:1605.07146):
+  a 3x3 stem with 16 channels (no max-pool), three groups of
+  n = (d - 4) / 6 pre-activation basic blocks with 16k, 32k, 64k channels at
+  32x32, 16x16 and 8x8, then BN-ReLU, global average pooling and a linear
+  classifier. Which convolutions are 1-bit is chosen by ``binarize``:
+
+  - ``'none'``:       full precision;
+  - ``'first_conv'``: only the stem convolution;
+  - ``'inner'``:      every 3x3 conv of the residual blocks; the stem, the 1x1
+                      shortcuts and the classifier stay real-valued, as in
+                      BONN (Gu et al., ICCV 2019) and Bi-Real Net;
+  - ``'all'``:        every convolution, shortcuts and stem included (the
+                      classifier stays real-valued).
+
+  and what is binarized by ``binarize_what`` ('weights', 'activations' or
+  'both'). A conv whose inputs are binarized gets ``BN -> sign -> conv``
+  instead of ``BN -> ReLU -> conv``: the sign is its nonlinearity, and the sign
+  of a ReLU output would be all +1.
+
+* :class:`ResNet` -- the CIFAR ResNet of He et al. (3x3 stem, no max-pool,
+  post-activation basic blocks); :data:`ResNet18` has 11,173,962 parameters.
+  With narrower stages it is also the phase-2 student.
+"""
+
+from collections.abc import Sequence
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bonnkd import layers
+
+__all__ = [
+    'BINARIZE_MODES',
+    'BINARIZE_WHAT',
+    'WideResNet',
+    'ResNet',
+    'WRN16_4',
+    'WRN16_8',
+    'WRN22_4',
+    'ResNet18',
+    'create_model',
+]
+
+BINARIZE_MODES = ('none', 'first_conv', 'inner', 'all')
+BINARIZE_WHAT = ('weights', 'activations', 'both')
+
+_BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+
+
+class _ConvFactory:
+  """Builds the QuantConv of each conv role ('stem', 'inner', 'shortcut')."""
+
+  def __init__(self, binarize, binarize_what, quantizer, weight_scale,
+               conv_impl):
+    if binarize not in BINARIZE_MODES:
+      raise ValueError(
+          f'binarize must be one of {BINARIZE_MODES}, got {binarize!r}.')
+    if binarize_what not in BINARIZE_WHAT:
+      raise ValueError(
+          f'binarize_what must be one of {BINARIZE_WHAT}, '
+          f'got {binarize_what!r}.')
+    self.binarize = binarize
+    self.weights = binarize_what in ('weights', 'both')
+    self.inputs = binarize_what in ('activations', 'both')
+    self.quantizer = quantizer
+    self.weight_scale = weight_scale
+    self.conv_impl = conv_impl
+
+  def is_binary(self, role: str) -> bool:
+    return {
+        'none': False,
+        'first_conv': role == 'stem',
+        'inner': role == 'inner',
+        'all': True,
+    }[self.binarize]
+
+  def binarizes_inputs(self, role: str) -> bool:
+    return self.is_binary(role) and self.inputs
+
+  def __call__(self, role, features, kernel_size=(3, 3), strides=(1, 1),
+               name=None):
+    binary = self.is_binary(role)
+    return layers.QuantConv(
+        features=features,
+        kernel_size=kernel_size,
+        strides=strides,
+        binarize_weights=binary and self.weights,
+        binarize_inputs=binary and self.inputs,
+        quantizer=self.quantizer,
+        weight_scale=self.weight_scale,
+        conv_impl=self.conv_impl,
+        name=name,
+    )
+
+
+class WideBasicBlock(nn.Module):
+  """Pre-activation block: (BN-act-conv3x3) x 2 plus a shortcut."""
+
+  features: int
+  strides: int
+  conv: Any  # _ConvFactory
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    norm = functools.partial(_BatchNorm, use_running_average=not train)
+    # A conv with binarized inputs reads BN -> sign (the sign is its
+    # nonlinearity); the sign of a ReLU output would be all +1.
+    def act(y, role):
+      return y if self.conv.binarizes_inputs(role) else nn.relu(y)
+
+    preact = norm(name='bn1')(x)
+    y = self.conv('inner', self.features, strides=(self.strides,) * 2,
+                  name='conv1')(act(preact, 'inner'))
+    y = act(norm(name='bn2')(y), 'inner')
+    if self.dropout_rate:
+      y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+    y = self.conv('inner', self.features, name='conv2')(y)
+    if x.shape[-1] != self.features or self.strides != 1:
+      # Zagoruyko's shortcut: a 1x1 conv of the pre-activated input.
+      x = self.conv('shortcut', self.features, (1, 1), (self.strides,) * 2,
+                    name='shortcut')(act(preact, 'shortcut'))
+    return x + y
+
+
+class WideResNet(nn.Module):
+  """WRN-depth-width for 32x32 inputs (see the module docstring).
+
+  Attributes:
+    depth: total depth d; d - 4 must be divisible by 6.
+    width: widening factor k.
+    num_classes: size of the classifier.
+    binarize: one of :data:`BINARIZE_MODES`.
+    binarize_what: one of :data:`BINARIZE_WHAT`.
+    quantizer: name in :data:`bonnkd.quantizers.QUANTIZERS`.
+    weight_scale: one of :data:`bonnkd.layers.WEIGHT_SCALES`.
+    dropout_rate: dropout between the two convs of a block.
+    conv_impl: see :func:`bonnkd.layers.conv2d`.
+  """
+
+  depth: int = 16
+  width: int = 4
+  num_classes: int = 10
+  binarize: str = 'none'
+  binarize_what: str = 'both'
+  quantizer: str = 'ste_sign'
+  weight_scale: str = 'modulation'
+  dropout_rate: float = 0.0
+  conv_impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if (self.depth - 4) % 6 or self.depth < 10:
+      raise ValueError(
+          f'WideResNet depth must be 6n + 4 with n >= 1, got {self.depth}.')
+    blocks_per_group = (self.depth - 4) // 6
+    conv = _ConvFactory(self.binarize, self.binarize_what, self.quantizer,
+                        self.weight_scale, self.conv_impl)
+    x = conv('stem', 16, name='stem')(x)
+    for group, base in enumerate((16, 32, 64)):
+      for block in range(blocks_per_group):
+        x = WideBasicBlock(
+            features=base * self.width,
+            strides=2 if group > 0 and block == 0 else 1,
+            conv=conv,
+            dropout_rate=self.dropout_rate,
+            name=f'group{group}_block{block}',
+        )(x, train)
+    x = nn.relu(_BatchNorm(use_running_average=not train, name='bn')(x))
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes, name='head')(x)
+
+
+class ResNetBlock(nn.Module):
+  """Post-activation basic block of He et al.: conv-BN-ReLU-conv-BN + skip."""
+
+  features: int
+  strides: int
+  conv_impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    norm = functools.partial(_BatchNorm, use_running_average=not train)
+    conv = functools.partial(layers.QuantConv, conv_impl=self.conv_impl)
+    y = conv(self.features, strides=(self.strides,) * 2, name='conv1')(x)
+    y = nn.relu(norm(name='bn1')(y))
+    y = conv(self.features, name='conv2')(y)
+    # Zero-init of the last BN scale: each block starts as the identity.
+    y = norm(name='bn2', scale_init=nn.initializers.zeros)(y)
+    if x.shape[-1] != self.features or self.strides != 1:
+      x = conv(self.features, (1, 1), (self.strides,) * 2,
+               name='shortcut')(x)
+      x = norm(name='shortcut_bn')(x)
+    return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+  """CIFAR ResNet: 3x3 stem, no max-pool, four stages of basic blocks.
+
+  Attributes:
+    stage_sizes: blocks per stage; (2, 2, 2, 2) is ResNet-18.
+    widths: channels per stage; (64, 128, 256, 512) is ResNet-18.
+    num_classes: size of the classifier.
+    conv_impl: see :func:`bonnkd.layers.conv2d`.
+  """
+
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  widths: Sequence[int] = (64, 128, 256, 512)
+  num_classes: int = 10
+  conv_impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if len(self.stage_sizes) != len(self.widths):
+      raise ValueError(
+          f'stage_sizes {tuple(self.stage_sizes)} and widths '
+          f'{tuple(self.widths)} must have the same length.')
+    x = layers.QuantConv(self.widths[0], conv_impl=self.conv_impl,
+                         name='stem')(x)
+    x = nn.relu(_BatchNorm(use_running_average=not train, name='stem_bn')(x))
+    for stage, (blocks, features) in enumerate(
+        zip(self.stage_sizes, self.widths)):
+      for block in range(blocks):
+        x = ResNetBlock(
+            features=features,
+            strides=2 if stage > 0 and block == 0 else 1,
+            conv_impl=self.conv_impl,
+            name=f'stage{stage}_block{block}',
+        )(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes, name='head')(x)
+
+
+WRN16_4 = functools.partial(WideResNet, depth=16, width=4)
+WRN16_8 = functools.partial(WideResNet, depth=16, width=8)
+WRN22_4 = functools.partial(WideResNet, depth=22, width=4)
+ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2),
+                             widths=(64, 128, 256, 512))
+
+_MODELS = {'wide_resnet': WideResNet, 'resnet': ResNet}
+
+
+def create_model(model_config, num_classes: int = 10) -> nn.Module:
+  """Builds a model from ``config.model`` (``name`` plus its fields).
+
+  Raises:
+    ValueError: unknown model name.
+  """
+  kwargs = dict(model_config)
+  name = kwargs.pop('name')
+  if name not in _MODELS:
+    raise ValueError(
+        f'Unknown config.model.name {name!r}; known models: {sorted(_MODELS)}.')
+  if 'stage_sizes' in kwargs:
+    kwargs['stage_sizes'] = tuple(kwargs['stage_sizes'])
+  if 'widths' in kwargs:
+    kwargs['widths'] = tuple(kwargs['widths'])
+  return _MODELS[name](num_classes=num_classes, **kwargs)
+
+
+def count_params(params) -> int:
+  """Total number of scalars in a parameter tree."""
+  return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))
