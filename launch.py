@@ -6,6 +6,8 @@
 Everything else lives in ``bonnkd.train.train_and_evaluate``.
 """
 
+import logging as std_logging
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -21,9 +23,17 @@ config_flags.DEFINE_config_file(
     lock_config=True)
 
 
+class _HideLibraryInfo(std_logging.Filter):
+  """Keeps orbax's per-save INFO lines off the console (warnings still show)."""
+
+  def filter(self, record):
+    return record.levelno > std_logging.INFO or '/orbax/' not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_HideLibraryInfo())
   # tf.data / tfds must not take accelerator memory from JAX.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')

@@ -66,7 +66,7 @@ def override(config, spec: str):
 
 def run(config, train_split, val_split):
   """Trains ``config`` from scratch; returns val metrics after the last step."""
-  mesh = train._Mesh()  # pylint: disable=protected-access
+  mesh = train.DataParallelMesh()
   steps_per_epoch = config_lib.steps_per_epoch(len(train_split),
                                                config.batch_size)
   total = config_lib.num_train_steps(config, len(train_split))

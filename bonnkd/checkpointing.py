@@ -93,3 +93,29 @@ def restore(manager, target, step: int | None = None, which: str = 'latest'):
         f'The checkpoint at step {step} under {manager.directory} does not '
         f'fit the model of this config: {str(e)[:500]}') from e
   return step, restored['state']
+
+
+def restore_variables(workdir: str, which: str = 'best'):
+  """The model variables of a run's best (or latest) checkpoint, as saved.
+
+  Restores without a target (host arrays, whatever the saving run's layout)
+  and keeps ``params`` and ``batch_stats``; the optimizer state is dropped.
+
+  Returns:
+    (step, {'params': ..., 'batch_stats': ...}).
+
+  Raises:
+    NoCheckpointError: ``workdir`` holds no checkpoint.
+  """
+  directory = checkpoint_dir(workdir)
+  if not os.path.isdir(directory):
+    raise NoCheckpointError(f'{workdir!r} has no {CHECKPOINT_DIR}/ folder.')
+  manager = create_manager(workdir, read_only=True)
+  step = manager.latest_step() if which == 'latest' else manager.best_step()
+  if step is None:
+    raise NoCheckpointError(f'No {which} checkpoint under {directory}.')
+  state = manager.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
+  manager.close()
+  return step, {'params': state['params'],
+                'batch_stats': state.get('batch_stats') or {}}

@@ -14,17 +14,19 @@ from bonnkd import layers
 from bonnkd import models
 from bonnkd import quantizers
 
-__all__ = ['base_config', 'validate', 'steps_per_epoch', 'PHASES']
+__all__ = ['base_config', 'resnet_model', 'smoke_preset', 'unknown_preset',
+           'validate', 'steps_per_epoch', 'PHASES']
 
-PHASES = ('binary', 'teacher', 'kd')
+PHASES = ('phase1', 'teacher', 'phase2')
 DATA_SOURCES = ('tfds', 'folder', 'tarball')
 
 
 def base_config() -> ml_collections.ConfigDict:
   """Defaults shared by all phases; every field is overridable."""
   config = ml_collections.ConfigDict()
-  # 'binary' (phase 1), 'teacher' (full-precision teacher), 'kd' (phase 2).
-  config.phase = 'binary'
+  # What the run is, for reports: 'phase1' (binarized WRN), 'teacher'
+  # (full-precision teacher) or 'phase2' (student, with or without KD).
+  config.phase = 'phase1'
   # Seeds parameter init, augmentation and data order (not the val split).
   config.seed = 0
 
@@ -71,8 +73,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim.warmup_epochs = 1.0
   config.optim.label_smoothing = 0.0
 
-  # Knowledge distillation (phase 2); ignored unless phase == 'kd'.
+  # Knowledge distillation (phase 2). enabled=False trains the same student
+  # on the labels alone (the baseline).
   config.kd = ml_collections.ConfigDict()
+  config.kd.enabled = False
+  # A finished bonnkd run directory; its config.json and best checkpoint.
   config.kd.teacher_workdir = ''
   config.kd.alpha = 0.5
   config.kd.temperature = 4.0
@@ -82,6 +87,33 @@ def base_config() -> ml_collections.ConfigDict:
   # Written to TensorBoard events as well as metrics.jsonl.
   config.tensorboard = True
   return config
+
+
+def resnet_model(stage_sizes, widths) -> ml_collections.ConfigDict:
+  """``config.model`` for a :class:`bonnkd.models.ResNet` (full precision)."""
+  return ml_collections.ConfigDict(dict(
+      name='resnet', stage_sizes=tuple(stage_sizes), widths=tuple(widths),
+      conv_impl='auto'))
+
+
+def smoke_preset(config) -> ml_collections.ConfigDict:
+  """Shrinks data and schedule to a few hundred images for tests (< 1 min)."""
+  config.data.num_val = 128
+  config.data.train_limit = 256
+  config.data.eval_limit = 128
+  config.num_epochs = 2.0
+  config.batch_size = 32
+  config.eval_batch_size = 64
+  config.optim.lr = 0.05
+  config.optim.warmup_epochs = 0.5
+  config.log_every_steps = 4
+  return config
+
+
+def unknown_preset(config_name: str, preset: str) -> ValueError:
+  return ValueError(
+      f"Unknown preset {preset!r} for {config_name}; known presets: "
+      "'' (default), 'cpu', 'smoke'.")
 
 
 def steps_per_epoch(num_train_examples: int, batch_size: int) -> int:
@@ -123,6 +155,11 @@ def validate(config, num_devices: int = 1) -> None:
            m.weight_scale, f'one of {layers.WEIGHT_SCALES}')
     _check(0.0 <= m.dropout_rate < 1.0, 'model.dropout_rate',
            m.dropout_rate, 'a float in [0, 1)')
+  if m.name == 'resnet':
+    _check(len(m.stage_sizes) == len(m.widths) and len(m.widths) > 0
+           and min(m.stage_sizes) > 0 and min(m.widths) > 0,
+           'model.widths', (tuple(m.stage_sizes), tuple(m.widths)),
+           'positive stage_sizes and widths of the same length')
   _check(m.conv_impl in layers.CONV_IMPLS, 'model.conv_impl', m.conv_impl,
          f'one of {layers.CONV_IMPLS}')
 
@@ -156,7 +193,7 @@ def validate(config, num_devices: int = 1) -> None:
          'a positive integer')
   _check(config.eval_every_epochs > 0, 'eval_every_epochs',
          config.eval_every_epochs, 'a positive integer')
-  if config.phase == 'kd':
+  if config.kd.enabled:
     _check(bool(config.kd.teacher_workdir), 'kd.teacher_workdir',
            config.kd.teacher_workdir, 'the workdir of a finished teacher run')
     _check(0 <= config.kd.alpha <= 1, 'kd.alpha', config.kd.alpha,

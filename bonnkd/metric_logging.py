@@ -44,7 +44,9 @@ class MetricsLog:
     self.path = os.path.join(workdir, METRICS_FILE)
     self.is_main = is_main
     records = read_jsonl(self.path)
-    kept = [r for r in records if r['step'] <= resume_step]
+    # The test record is written once training ends; a rerun writes it anew.
+    kept = [r for r in records
+            if r['step'] <= resume_step and r['split'] != 'test']
     self.elapsed_offset = max((r.get('elapsed_s', 0.0) for r in kept),
                               default=0.0)
     if is_main and len(kept) != len(records):

@@ -24,7 +24,7 @@ from bonnkd import config_lib
 
 def get_config(preset: str = ''):
   config = config_lib.base_config()
-  config.phase = 'binary'
+  config.phase = 'phase1'
   config.model.name = 'wide_resnet'
   preset = preset or 'default'
   if preset == 'default':
@@ -40,14 +40,14 @@ def get_config(preset: str = ''):
     config.optim.weight_decay = 5e-4
   elif preset == 'cpu':
     # Chosen on the val split (benchmarks/accelerator_sweep.py, see
-    # results/README.md): at ~170 img/s on 2 cores, WRN-16-1 for 12 epochs
+    # results/README.md): at ~150 img/s on 2 cores, WRN-16-1 for 11 epochs
     # fits in the hour and beat WRN-10-2, -10-3, -10-4 and -16-2 trained for
     # the same time.
     config.model.depth = 16
     config.model.width = 1
     config.model.binarize = 'first_conv'
     config.model.binarize_what = 'weights'
-    config.num_epochs = 12.0
+    config.num_epochs = 11.0
     config.batch_size = 128
     config.optim.lr = 0.4
     config.optim.weight_decay = 5e-4
@@ -56,19 +56,7 @@ def get_config(preset: str = ''):
   elif preset == 'smoke':
     config.model.depth = 10
     config.model.width = 1
-    config.model.binarize = 'first_conv'
-    config.model.binarize_what = 'weights'
-    config.data.num_val = 128
-    config.data.train_limit = 256
-    config.data.eval_limit = 128
-    config.num_epochs = 2.0
-    config.batch_size = 32
-    config.eval_batch_size = 64
-    config.optim.lr = 0.05
-    config.optim.warmup_epochs = 0.5
-    config.log_every_steps = 4
+    config_lib.smoke_preset(config)
   else:
-    raise ValueError(
-        f"Unknown preset {preset!r} for phase1_bonn_wrn; known presets: "
-        "'' (default), 'cpu', 'smoke'.")
+    raise config_lib.unknown_preset('phase1_bonn_wrn', preset)
   return config

@@ -1,0 +1,59 @@
+"""Phase 2: a small student distilled from a trained teacher.
+
+    L_KD = alpha * CE(y, s) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T))
+
+(Hinton et al. 2015, ``bonnkd/losses.py``). The teacher is a finished bonnkd
+run (``config.kd.teacher_workdir``): its config.json names the model, its
+best checkpoint gives the frozen weights. Teacher and student see the same
+augmented batch in the same jitted step.
+
+Presets (``configs/phase2_kd_student.py:<preset>``):
+
+* default -- the ~4.6M-parameter student (ResNet-18 layout at 41/64 width,
+  4,589,591 parameters) distilled from the ResNet-18 teacher of
+  ``configs/teacher_resnet18.py``; 200 epochs, for an accelerator.
+* cpu -- sized for <= 30 minutes on 2 CPU cores: a 3-stage ResNet-8 with
+  12-24-48 channels (~44k parameters, a quarter of the WRN-16-1 cpu
+  teacher), 16 epochs.
+* smoke -- a tiny student on a few hundred images, for tests.
+
+Distilled student, and the student alone (the baseline differs by one
+override, ``--config.kd.enabled=False``)::
+
+  python launch.py --config configs/phase2_kd_student.py:cpu --workdir runs/kd \\
+    --config.kd.teacher_workdir=runs/p1_cpu \\
+    --config.data.source=folder --config.data.dir=../shared/data/cifar10-jpeg
+  python launch.py --config configs/phase2_kd_student.py:cpu --workdir runs/alone \\
+    --config.kd.enabled=False \\
+    --config.data.source=folder --config.data.dir=../shared/data/cifar10-jpeg
+
+No result has been measured with this file yet; results/README.md lists the
+runs that were.
+"""
+
+from bonnkd import config_lib
+
+
+def get_config(preset: str = ''):
+  config = config_lib.base_config()
+  config.phase = 'phase2'
+  config.kd.enabled = True
+  config.kd.alpha = 0.5
+  config.kd.temperature = 4.0
+  # The CE term is on hard labels, so kd.alpha = 1 is exactly the baseline.
+  config.optim.label_smoothing = 0.0
+  preset = preset or 'default'
+  if preset == 'default':
+    config.model = config_lib.resnet_model((2, 2, 2, 2), (41, 82, 164, 328))
+    config.num_epochs = 200.0
+    config.optim.lr = 0.1
+  elif preset == 'cpu':
+    config.model = config_lib.resnet_model((1, 1, 1), (12, 24, 48))
+    config.num_epochs = 16.0
+    config.optim.lr = 0.4
+  elif preset == 'smoke':
+    config.model = config_lib.resnet_model((1, 1), (8, 16))
+    config_lib.smoke_preset(config)
+  else:
+    raise config_lib.unknown_preset('phase2_kd_student', preset)
+  return config

@@ -1,0 +1,46 @@
+"""A full-precision teacher for phase 2 (knowledge distillation).
+
+Presets (``configs/teacher_resnet18.py:<preset>``):
+
+* default -- ResNet-18 (CIFAR variant, 11,173,962 parameters), full
+  precision, 200 epochs of SGD + Nesterov, cosine schedule; for an
+  accelerator.
+* cpu -- sized for <= 45 minutes on 2 CPU cores: ResNet-18 is ~100x too slow
+  there, so the cpu teacher is a full-precision WRN-16-1 (175k parameters)
+  for 9 epochs. The phase-1 ``cpu`` run (a WRN-16-1 with a 1-bit stem) can
+  serve as the cpu teacher as well.
+* smoke -- a tiny ResNet on a few hundred images, for tests.
+
+Command::
+
+  python launch.py --config configs/teacher_resnet18.py:cpu --workdir runs/teacher \\
+    --config.data.source=folder --config.data.dir=../shared/data/cifar10-jpeg
+
+No result has been measured with this file yet; results/README.md lists the
+runs that were.
+"""
+
+from bonnkd import config_lib
+
+
+def get_config(preset: str = ''):
+  config = config_lib.base_config()
+  config.phase = 'teacher'
+  config.model.binarize = 'none'
+  preset = preset or 'default'
+  if preset == 'default':
+    config.model = config_lib.resnet_model((2, 2, 2, 2), (64, 128, 256, 512))
+    config.num_epochs = 200.0
+    config.optim.lr = 0.1
+  elif preset == 'cpu':
+    config.model.depth = 16
+    config.model.width = 1
+    config.num_epochs = 9.0
+    config.optim.lr = 0.4
+    config.optim.label_smoothing = 0.1
+  elif preset == 'smoke':
+    config.model = config_lib.resnet_model((1, 1), (8, 16))
+    config_lib.smoke_preset(config)
+  else:
+    raise config_lib.unknown_preset('teacher_resnet18', preset)
+  return config

@@ -1,0 +1,99 @@
+"""Shared fixtures: tiny synthetic CIFAR-10 files in each supported format."""
+
+import io
+import json
+import os
+import pickle
+import tarfile
+
+import jax
+import numpy as np
+import pytest
+
+# Compile fast: these tests check behaviour, not speed.
+jax.config.update('jax_disable_most_optimizations', True)
+
+REAL_DATA_ENV = 'BONNKD_CIFAR10_DIR'
+
+
+def synthetic_cifar(num_train: int, num_test: int, seed: int = 0):
+  """Learnable fake CIFAR: class c is noise around a class-specific colour."""
+  rng = np.random.default_rng(seed)
+  colours = rng.integers(30, 226, (10, 3))
+
+  def make(n):
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    noise = rng.integers(-30, 31, (n, 32, 32, 3))
+    images = np.clip(colours[labels][:, None, None, :] + noise, 0, 255)
+    return images.astype(np.uint8), labels.astype(np.int32)
+
+  return make(num_train), make(num_test)
+
+
+def write_cifar_tarball(path, train, test):
+  """Writes the official cifar-10-python.tar.gz layout (5 train batches)."""
+
+  def add(tar, name, images, labels):
+    payload = {b'data': images.transpose(0, 3, 1, 2).reshape(len(images), -1),
+               b'labels': [int(y) for y in labels]}
+    blob = pickle.dumps(payload)
+    info = tarfile.TarInfo(f'cifar-10-batches-py/{name}')
+    info.size = len(blob)
+    tar.addfile(info, io.BytesIO(blob))
+
+  with tarfile.open(path, 'w:gz') as tar:
+    for i, idx in enumerate(np.array_split(np.arange(len(train[1])), 5)):
+      add(tar, f'data_batch_{i + 1}', train[0][idx], train[1][idx])
+    add(tar, 'test_batch', *test)
+  return path
+
+
+@pytest.fixture(scope='session')
+def cifar_tarball(tmp_path_factory):
+  """A 600-train / 200-test synthetic tarball; returns (path, train, test)."""
+  train, test = synthetic_cifar(600, 200)
+  path = tmp_path_factory.mktemp('tarball') / 'cifar-10-python.tar.gz'
+  write_cifar_tarball(path, train, test)
+  return str(path), train, test
+
+
+@pytest.fixture
+def real_cifar_dir():
+  path = os.environ.get(REAL_DATA_ENV, '')
+  if not path or not os.path.isdir(path):
+    pytest.skip(f'Set {REAL_DATA_ENV} to the CIFAR-10 image-folder copy '
+                '(e.g. ../shared/data/cifar10-jpeg) to run this test.')
+  return path
+
+
+def tiny_config(data_path: str, config_name: str = 'phase1_bonn_wrn',
+                **overrides):
+  """The smoke preset of ``configs/<config_name>.py`` on the synthetic data."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f'configs.{config_name}').get_config(
+      'smoke')
+  config.data.source = 'tarball'
+  config.data.dir = data_path
+  config.data.num_val = 100
+  config.data.train_limit = -1
+  config.data.eval_limit = -1
+  config.tensorboard = False
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def read_metrics(workdir):
+  """The records of a run's metrics.jsonl."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]

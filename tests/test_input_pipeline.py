@@ -1,0 +1,144 @@
+"""Loading each data format, the val split, and batching by step."""
+
+import os
+
+import ml_collections
+import numpy as np
+from PIL import Image
+import pytest
+
+from bonnkd import input_pipeline
+from bonnkd.input_pipeline import Split
+
+
+def data_config(source, path, num_val=50):
+  return ml_collections.ConfigDict(dict(
+      source=source, dir=str(path), num_val=num_val, split_seed=0,
+      train_limit=-1, eval_limit=-1))
+
+
+def test_tarball_round_trip(cifar_tarball):
+  path, (train_x, train_y), (test_x, test_y) = cifar_tarball
+  splits = input_pipeline.load_splits(data_config('tarball', path))
+  assert {k: len(v) for k, v in splits.items()} == {
+      'train': 550, 'val': 50, 'test': 200}
+  np.testing.assert_array_equal(splits['test'].images, test_x)
+  np.testing.assert_array_equal(splits['test'].labels, test_y)
+  # Train and val partition the original train set.
+  together = np.concatenate([splits['train'].images, splits['val'].images])
+  assert sorted(map(bytes, together)) == sorted(map(bytes, train_x))
+
+
+def write_image_folder(root, per_class=3):
+  rng = np.random.default_rng(0)
+  for split in ('train', 'test'):
+    for label, name in enumerate(input_pipeline.CLASS_NAMES):
+      os.makedirs(root / split / name)
+      for i in range(per_class):
+        pixels = np.full((32, 32, 3), label * 20 + i, np.uint8)
+        pixels[0, 0] = rng.integers(0, 256, 3)
+        Image.fromarray(pixels).save(root / split / name / f'{i:04d}.png')
+
+
+def test_image_folder_labels_follow_sorted_class_names(tmp_path):
+  write_image_folder(tmp_path)
+  splits = input_pipeline.load_splits(data_config('folder', tmp_path, 5))
+  test = splits['test']
+  assert len(test) == 30 and len(splits['train']) == 25
+  # PNG is lossless: the fill value identifies class and file.
+  np.testing.assert_array_equal(test.labels, np.repeat(np.arange(10), 3))
+  np.testing.assert_array_equal(test.images[:, 5, 5, 0],
+                                [c * 20 + i for c in range(10)
+                                 for i in range(3)])
+
+
+def test_missing_data_names_the_config_keys(tmp_path):
+  with pytest.raises(input_pipeline.DataNotFoundError,
+                     match='config.data.source.*config.data.dir'):
+    input_pipeline.load_splits(data_config('folder', tmp_path / 'nothing'))
+  with pytest.raises(input_pipeline.DataNotFoundError,
+                     match='config.data.dir'):
+    input_pipeline.load_splits(data_config('tarball', tmp_path / 'x.tar.gz'))
+
+
+def test_tfds_without_network_raises_one_clear_error(tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  def offline_load(*args, **kwargs):
+    raise ConnectionError('Failed to establish a new connection')
+
+  monkeypatch.setattr(tfds, 'load', offline_load)
+  with pytest.raises(input_pipeline.DataNotFoundError,
+                     match='ConnectionError.*config.data.source'):
+    input_pipeline.load_splits(data_config('tfds', tmp_path))
+
+
+def toy_split(n):
+  return Split(np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1) *
+               np.ones((1, 32, 32, 3), np.uint8), np.arange(n, dtype=np.int32))
+
+
+def test_val_split_is_fixed_by_seed_and_disjoint():
+  split = toy_split(100)
+  train_a, val_a = input_pipeline.split_train_val(split, 10, seed=0)
+  train_b, val_b = input_pipeline.split_train_val(split, 10, seed=0)
+  _, val_c = input_pipeline.split_train_val(split, 10, seed=1)
+  np.testing.assert_array_equal(val_a.labels, val_b.labels)
+  assert not np.array_equal(val_a.labels, val_c.labels)
+  assert not set(val_a.labels) & set(train_a.labels)
+  assert len(train_a) + len(val_a) == 100
+
+
+def test_train_batches_cover_each_epoch_once_and_replay_by_step():
+  split = toy_split(100)
+  seen = np.concatenate([input_pipeline.train_batch(split, s, 32, 7)[1]
+                         for s in range(3)])
+  # 3 full batches of 32 from 100 images: 96 distinct, 4 dropped.
+  assert len(set(seen)) == 96
+  # The next epoch is another permutation; any step is reproducible alone.
+  assert not np.array_equal(input_pipeline.train_batch(split, 3, 32, 7)[1],
+                            input_pipeline.train_batch(split, 0, 32, 7)[1])
+  np.testing.assert_array_equal(input_pipeline.train_batch(split, 4, 32, 7)[1],
+                                input_pipeline.train_batch(split, 4, 32, 7)[1])
+
+
+def test_hosts_get_disjoint_halves_of_the_global_batch():
+  split = toy_split(100)
+  full = input_pipeline.train_batch(split, 1, 32, 0)[1]
+  halves = [input_pipeline.train_batch(split, 1, 32, 0, i, 2)[1]
+            for i in range(2)]
+  assert sorted(np.concatenate(halves)) == sorted(full)
+
+
+def test_eval_batches_pad_and_mask_count_every_example_once():
+  split = toy_split(70)
+  batches = list(input_pipeline.eval_batches(split, 32))
+  assert [len(b[2]) for b in batches] == [32, 32, 32]
+  mask = np.concatenate([b[2] for b in batches])
+  labels = np.concatenate([b[1] for b in batches])
+  assert mask.sum() == 70
+  np.testing.assert_array_equal(labels[mask > 0], np.arange(70))
+
+
+def test_real_image_folder(real_cifar_dir):
+  config = data_config('folder', real_cifar_dir, num_val=5000)
+  splits = input_pipeline.load_splits(config)
+  assert {k: len(v) for k, v in splits.items()} == {
+      'train': 45000, 'val': 5000, 'test': 10000}
+  assert splits['test'].images.shape == (10000, 32, 32, 3)
+  np.testing.assert_array_equal(np.bincount(splits['test'].labels),
+                                [1000] * 10)
+
+
+def test_tfds_source_reads_cifar10_builder(tmp_path):
+  # tfds' own test double: random examples with CIFAR-10's feature spec.
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  with tfds.testing.mock_data(num_examples=40):
+    splits = input_pipeline.load_splits(data_config('tfds', tmp_path, 8))
+  assert {k: len(v) for k, v in splits.items()} == {
+      'train': 32, 'val': 8, 'test': 40}
+  for split in splits.values():
+    assert split.images.shape[1:] == (32, 32, 3)
+    assert split.images.dtype == np.uint8
+    assert split.labels.dtype == np.int32
+    assert split.labels.min() >= 0 and split.labels.max() <= 9

@@ -1,0 +1,111 @@
+"""Convolution lowerings and the binarizable QuantConv layer."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from bonnkd import layers
+from bonnkd import quantizers
+
+
+def np_conv_same(x, w, stride):
+  """Direct NumPy convolution with XLA's SAME padding (pads lo=total//2)."""
+  n, h, wd, _ = x.shape
+  kh, kw, _, co = w.shape
+  out_h, out_w = -(-h // stride), -(-wd // stride)
+  pad_h = max((out_h - 1) * stride + kh - h, 0)
+  pad_w = max((out_w - 1) * stride + kw - wd, 0)
+  xp = np.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2),
+                  (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+  out = np.zeros((n, out_h, out_w, co), np.float64)
+  for i in range(out_h):
+    for j in range(out_w):
+      patch = xp[:, i * stride:i * stride + kh, j * stride:j * stride + kw]
+      out[:, i, j] = np.tensordot(patch, w, axes=([1, 2, 3], [0, 1, 2]))
+  return out
+
+
+@pytest.mark.parametrize('impl', ['native', 'im2col'])
+@pytest.mark.parametrize('kernel,stride', [(3, 1), (3, 2), (1, 1), (1, 2)])
+def test_conv2d_matches_numpy(impl, kernel, stride):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 8, 8, 3)).astype(np.float32)
+  w = rng.normal(size=(kernel, kernel, 3, 4)).astype(np.float32)
+  out = jax.jit(lambda x, w: layers.conv2d(x, w, (stride, stride),
+                                           impl=impl))(x, w)
+  np.testing.assert_allclose(out, np_conv_same(x, w, stride), rtol=1e-4,
+                             atol=1e-4)
+
+
+def test_im2col_gradients_match_native():
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(2, 16, 16, 8)).astype(np.float32))
+  w = jnp.asarray(rng.normal(size=(3, 3, 8, 6)).astype(np.float32))
+  grads = {}
+  for impl in ('native', 'im2col'):
+    loss = lambda x, w, impl=impl: jnp.sum(
+        jnp.sin(layers.conv2d(x, w, (2, 2), impl=impl)))
+    grads[impl] = jax.grad(loss, argnums=(0, 1))(x, w)
+  for a, b in zip(grads['native'], grads['im2col']):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_conv_impl_raises():
+  with pytest.raises(ValueError, match='im2col'):
+    layers.conv2d(jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 1)),
+                  impl='winograd')
+
+
+def _init(layer, x):
+  return layer.init(jax.random.key(0), x)
+
+
+def test_full_precision_conv_has_only_a_kernel():
+  layer = layers.QuantConv(4)
+  params = _init(layer, jnp.zeros((1, 8, 8, 3)))['params']
+  assert set(params) == {'kernel'}
+
+
+@pytest.mark.parametrize('scale', ['none', 'xnor', 'modulation'])
+def test_binary_conv_equals_numpy_sign_conv_times_scale(scale):
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(2, 6, 6, 3)).astype(np.float32)
+  layer = layers.QuantConv(5, binarize_weights=True, binarize_inputs=True,
+                           weight_scale=scale)
+  params = _init(layer, jnp.asarray(x))['params']
+  kernel = np.asarray(params['kernel'])
+  expected = np_conv_same(np.where(x >= 0, 1.0, -1.0),
+                          np.where(kernel >= 0, 1.0, -1.0), 1)
+  if scale != 'none':
+    expected *= np.abs(kernel).reshape(-1, 5).mean(0)
+  out = layer.apply({'params': params}, jnp.asarray(x))
+  np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+  # The only extra parameter is the modulation vector, C_out values.
+  expected_keys = {'kernel', 'modulation'} if scale == 'modulation' else {
+      'kernel'}
+  assert set(params) == expected_keys
+
+
+def test_modulation_starts_at_xnor_alpha_and_is_trained():
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(4, 6, 6, 3)),
+                  jnp.float32)
+  layer = layers.QuantConv(5, binarize_weights=True, weight_scale='modulation')
+  params = _init(layer, x)['params']
+  np.testing.assert_allclose(
+      params['modulation'],
+      quantizers.xnor_weight_scale(params['kernel']).reshape(-1), rtol=1e-6)
+
+  def loss(p):
+    return jnp.mean((layer.apply({'params': p}, x) - 1.0) ** 2)
+
+  grads = jax.grad(loss)(params)
+  assert np.all(np.abs(grads['modulation']) > 0)
+  # The latent kernel also gets the STE gradient.
+  assert np.any(np.abs(grads['kernel']) > 0)
+  tx = optax.sgd(0.1)
+  updates, _ = tx.update(grads, tx.init(params))
+  new = optax.apply_updates(params, updates)
+  assert loss(new) < loss(params)
+  assert not np.allclose(new['modulation'], params['modulation'])

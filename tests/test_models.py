@@ -1,0 +1,97 @@
+"""Model shapes and parameter counts, each derived by hand in a comment."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import pytest
+
+from bonnkd import models
+
+
+def abstract_params(model):
+  variables = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+  return variables['params']
+
+
+def test_wrn_16_4_parameter_count():
+  # Convs have no bias; BN has scale+bias; the head has a bias.
+  # stem 3*3*3*16 = 432.
+  # group0 block0: bn 2*16, conv 9*16*64, bn 2*64, conv 9*64*64,
+  #   shortcut 16*64 -> 32 + 9216 + 128 + 36864 + 1024 = 47,264
+  # group0 block1: 128 + 36864 + 128 + 36864 = 73,984
+  # group1 block0: 128 + 9*64*128 + 256 + 9*128*128 + 64*128 = 229,760
+  # group1 block1: 256 + 147456 + 256 + 147456 = 295,424
+  # group2 block0: 256 + 9*128*256 + 512 + 9*256*256 + 128*256 = 918,272
+  # group2 block1: 512 + 589824 + 512 + 589824 = 1,180,672
+  # final bn 512, head 256*10 + 10 = 2,570.
+  expected = (432 + 47264 + 73984 + 229760 + 295424 + 918272 + 1180672 + 512
+              + 2570)
+  assert expected == 2_748_890
+  assert models.count_params(abstract_params(models.WRN16_4())) == expected
+
+
+def test_wrn_16_8_parameter_count():
+  # Same layout with twice the channels (the published WRN-16-8: 11.0M).
+  assert models.count_params(abstract_params(models.WRN16_8())) == 10_961_370
+
+
+def test_resnet18_parameter_count():
+  # The standard CIFAR ResNet-18 (3x3 stem, 64-128-256-512, 1x1 shortcut
+  # conv + BN at the three downsamplings, 10-way head): 11,173,962.
+  assert models.count_params(abstract_params(models.ResNet18())) == 11_173_962
+
+
+def test_student_is_about_4_6m():
+  # ResNet-18 layout at 41/64 of the width: parameters scale ~ width^2,
+  # 11.17M * (41/64)^2 ~= 4.6M.
+  student = models.ResNet(widths=(41, 82, 164, 328))
+  assert models.count_params(abstract_params(student)) == 4_589_591
+
+
+@pytest.mark.parametrize('binarize,extra', [
+    ('none', 0),
+    # Only the stem: one modulation vector of 16 values.
+    ('first_conv', 16),
+    # Inner 3x3 convs of WRN-16-4: per group two blocks x two convs with
+    # 64, 128, 256 output channels -> 4 * (64 + 128 + 256) = 1,792.
+    ('inner', 1792),
+    # Plus the stem (16) and the three 1x1 shortcuts (64 + 128 + 256).
+    ('all', 1792 + 16 + 448),
+])
+def test_binarization_adds_only_modulation_vectors(binarize, extra):
+  base = models.count_params(abstract_params(models.WRN16_4()))
+  params = abstract_params(models.WRN16_4(binarize=binarize,
+                                          weight_scale='modulation'))
+  assert models.count_params(params) == base + extra
+  flat = flax.traverse_util.flatten_dict(params)
+  modulated = sum(v.size for k, v in flat.items() if k[-1] == 'modulation')
+  assert modulated == extra
+
+
+def test_binary_layers_per_mode():
+  params = abstract_params(models.WideResNet(10, 1, binarize='inner'))
+  flat = flax.traverse_util.flatten_dict(params)
+  binary = sorted('/'.join(k[:-1]) for k in flat if k[-1] == 'modulation')
+  assert binary == [f'group{g}_block0/conv{c}' for g in range(3)
+                    for c in (1, 2)]
+
+
+@pytest.mark.parametrize('model', [
+    models.WideResNet(10, 1, binarize='inner', binarize_what='both'),
+    models.ResNet(stage_sizes=(1, 1), widths=(8, 16)),
+])
+def test_output_shape_and_batch_stats(model):
+  x = jnp.zeros((3, 32, 32, 3))
+  variables = model.init(jax.random.key(0), x)
+  logits, updates = model.apply(variables, x, train=True,
+                                mutable=['batch_stats'])
+  assert logits.shape == (3, 10)
+  assert 'batch_stats' in updates
+
+
+def test_invalid_depth_and_mode():
+  with pytest.raises(ValueError, match='6n \\+ 4'):
+    abstract_params(models.WideResNet(depth=12))
+  with pytest.raises(ValueError, match='first_conv'):
+    abstract_params(models.WideResNet(depth=10, binarize='middle'))

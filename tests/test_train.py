@@ -1,0 +1,140 @@
+"""End to end: train, log, checkpoint, resume identically, stop on NaN."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from bonnkd import augment
+from bonnkd import input_pipeline
+from bonnkd import train
+from tests.conftest import read_json
+from tests.conftest import read_metrics
+from tests.conftest import tiny_config
+
+
+@pytest.fixture(scope='module')
+def finished_run(cifar_tarball, tmp_path_factory):
+  """An uninterrupted 3-epoch smoke run on the synthetic tarball."""
+  workdir = str(tmp_path_factory.mktemp('run'))
+  config = tiny_config(cifar_tarball[0], num_epochs=3.0)
+  state = train.train_and_evaluate(config, workdir)
+  return config, workdir, state
+
+
+def test_run_writes_metrics_checkpoints_and_final(finished_run):
+  config, workdir, state = finished_run
+  # 500 train images / batch 32 -> 15 steps per epoch, 45 in all.
+  assert int(state.step) == 45
+  records = read_metrics(workdir)
+  for r in records:
+    assert {'step', 'epoch', 'split', 'loss', 'accuracy', 'wall_time',
+            'elapsed_s'} <= set(r)
+    assert np.isfinite(r['loss'])
+  train_losses = [r['loss'] for r in records if r['split'] == 'train']
+  assert train_losses[-1] < train_losses[0]
+  val = [r for r in records if r['split'] == 'val']
+  assert [r['step'] for r in val] == [15, 30, 45]
+  final = read_json(os.path.join(workdir, 'final.json'))
+  # The synthetic classes are colours: easy to learn.
+  assert final['test_accuracy'] > 0.5
+  assert final['val_accuracy'] == max(r['accuracy'] for r in val)
+  assert final['test_examples'] == 200 and final['val_examples'] == 100
+  assert final['num_params'] == 77_866  # WRN-10-1 + the stem's 16 scales.
+  assert final['step'] == 45
+  saved = read_json(os.path.join(workdir, 'config.json'))
+  assert saved['model'] == config.model.to_dict()
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir)
+             ) is False  # tensorboard=False in the smoke config of tests.
+
+
+def test_checkpoint_reads_with_plain_orbax(finished_run):
+  _, workdir, state = finished_run
+  mngr = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'))
+  assert mngr.latest_step() == 45
+  restored = mngr.restore(
+      mngr.latest_step(),
+      args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
+  np.testing.assert_array_equal(restored['params']['head']['kernel'],
+                                state.params['head']['kernel'])
+
+
+def test_eval_counts_every_example_and_matches_numpy(finished_run,
+                                                     cifar_tarball):
+  config, _, state = finished_run
+  split = input_pipeline.Split(*cifar_tarball[2]).take(130)
+  mesh = train.DataParallelMesh()
+  metrics, predictions = train.evaluate(jax.jit(train.eval_step), state,
+                                        split, 64, mesh)
+  assert metrics['count'] == 130 and predictions.shape == (130,)
+  logits = state.apply_fn({'params': state.params,
+                           'batch_stats': state.batch_stats},
+                          augment.normalize(jnp.asarray(split.images)))
+  np.testing.assert_array_equal(predictions, np.argmax(logits, -1))
+  np.testing.assert_allclose(metrics['accuracy'],
+                             np.mean(predictions == split.labels))
+  del config
+
+
+class Interrupt(Exception):
+  pass
+
+
+def test_interrupted_run_resumes_to_identical_parameters(
+    finished_run, cifar_tarball, tmp_path, monkeypatch):
+  config, _, reference = finished_run
+  workdir = str(tmp_path)
+  real_batch = input_pipeline.train_batch
+
+  def dying_batch(split, step, *args, **kwargs):
+    if step == 20:  # mid-epoch 2, after the epoch-1 checkpoint at step 15.
+      raise Interrupt
+    return real_batch(split, step, *args, **kwargs)
+
+  monkeypatch.setattr(input_pipeline, 'train_batch', dying_batch)
+  with pytest.raises(Interrupt):
+    train.train_and_evaluate(config, workdir)
+  # Logged every 4 steps: the last record before the interruption is 20.
+  assert max(r['step'] for r in read_metrics(workdir)) == 20
+  monkeypatch.setattr(input_pipeline, 'train_batch', real_batch)
+  resumed = train.train_and_evaluate(config, workdir)
+
+  assert int(resumed.step) == 45
+  for a, b in zip(jax.tree_util.tree_leaves(reference.params),
+                  jax.tree_util.tree_leaves(resumed.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+  # One record per (step, split): the replayed steps are not duplicated.
+  keys = [(r['step'], r['split']) for r in read_metrics(workdir)]
+  assert len(keys) == len(set(keys))
+
+
+def test_non_finite_loss_stops_with_step_and_keeps_files(
+    cifar_tarball, tmp_path, monkeypatch):
+  config = tiny_config(cifar_tarball[0], num_epochs=3.0)
+  workdir = str(tmp_path)
+  real_batch = input_pipeline.train_batch
+
+  def stop_after_first_epoch(split, step, *args, **kwargs):
+    if step == 16:
+      raise Interrupt
+    return real_batch(split, step, *args, **kwargs)
+
+  monkeypatch.setattr(input_pipeline, 'train_batch', stop_after_first_epoch)
+  with pytest.raises(Interrupt):
+    train.train_and_evaluate(config, workdir)
+  monkeypatch.setattr(input_pipeline, 'train_batch', real_batch)
+  before = read_metrics(workdir)
+
+  real_normalize = augment.normalize
+  monkeypatch.setattr(augment, 'normalize',
+                      lambda x: real_normalize(x) * jnp.nan)
+  with pytest.raises(FloatingPointError, match='train loss=nan at step 20'):
+    train.train_and_evaluate(config, workdir)
+  after = read_metrics(workdir)
+  assert after[:len(before)] == before
+  assert ocp.CheckpointManager(
+      os.path.join(workdir, 'checkpoints')).latest_step() == 15
+  assert not os.path.exists(os.path.join(workdir, 'final.json'))
