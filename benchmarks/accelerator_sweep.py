@@ -8,7 +8,7 @@ budget at the throughput ``benchmarks/train_step_bench.py`` measured there.
 Accuracy after N epochs does not depend on the hardware, so a GPU answers the
 question in seconds per candidate. Only the val split is read.
 
-  python benchmarks/accelerator_sweep.py --data_dir PATH/cifar10-jpeg \
+  python -m benchmarks.accelerator_sweep --data_dir PATH/cifar10-jpeg \
       --out sweep.jsonl 'model.depth=10,model.width=2,num_epochs=11' ...
 
 Each positional argument is one candidate: comma-separated overrides of the

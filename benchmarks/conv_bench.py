@@ -5,8 +5,8 @@ shapes of the CIFAR WRNs, time ``jax.grad`` of a conv through
 ``lax.conv_general_dilated`` ('native') and through one GEMM over shifted
 windows ('im2col'), back to back in one process, and print the speed-up.
 
-  python benchmarks/conv_bench.py            # all shapes, batch 128
-  python benchmarks/conv_bench.py --batch 64 --repeats 10
+  python -m benchmarks.conv_bench            # all shapes, batch 128
+  python -m benchmarks.conv_bench --batch 64 --repeats 10
 """
 
 import argparse

@@ -5,9 +5,14 @@ backward, SGD update) on random uint8 batches and reports images/s for each
 ``--impl``, measured back to back in one process so the ratio is meaningful
 on a noisy machine.
 
-  python benchmarks/train_step_bench.py --config configs/phase1_bonn_wrn.py:cpu
-  python benchmarks/train_step_bench.py --config configs/phase1_bonn_wrn.py:cpu \
+  python -m benchmarks.train_step_bench --config configs/phase1_bonn_wrn.py:cpu
+  python -m benchmarks.train_step_bench --config configs/phase1_bonn_wrn.py:cpu \
       --impl native,im2col,auto --steps 10
+  # A distillation step: the student plus the forward pass of a teacher
+  # (random weights of the teacher config's model; speed does not depend on
+  # the values).
+  python -m benchmarks.train_step_bench --config configs/phase2_kd_student.py:cpu \
+      --teacher_config configs/phase1_bonn_wrn.py:cpu --impl auto
 """
 
 import argparse
@@ -19,6 +24,7 @@ import jax
 import numpy as np
 
 from bonnkd import models
+from bonnkd import teacher as teacher_lib
 from bonnkd import train
 
 
@@ -30,24 +36,39 @@ def load_config(spec: str):
   return module.get_config(preset)
 
 
-def images_per_sec(config, impl: str, steps: int, warmup: int = 2) -> float:
+def random_teacher(teacher_config, impl: str):
+  """A teacher with the model of ``teacher_config`` and random weights."""
+  model_config = teacher_config.model.copy_and_resolve_references()
+  model_config.conv_impl = impl
+  model = models.create_model(model_config)
+  variables = model.init(jax.random.key(2), np.zeros((1, 32, 32, 3)))
+  return teacher_lib.Teacher(model=model, variables=variables,
+                             config=teacher_config, step=0)
+
+
+def images_per_sec(config, impl: str, steps: int, warmup: int = 2,
+                   teacher_config=None) -> float:
   config = config.copy_and_resolve_references()
   config.model.conv_impl = impl
   model = models.create_model(config.model)
   schedule = train.learning_rate_fn(config, 100)
   state = train.create_train_state(jax.random.key(0), model,
                                    train.create_optimizer(config, schedule))
+  teacher = (random_teacher(teacher_config, impl) if teacher_config
+             else None)
   step = jax.jit(functools.partial(train.train_step, rng=jax.random.key(1),
-                                   config=config), donate_argnums=(0,))
+                                   config=config, teacher=teacher),
+                 donate_argnums=(0,))
+  teacher_variables = teacher.variables if teacher else None
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (config.batch_size, 32, 32, 3), np.uint8)
   labels = rng.integers(0, 10, (config.batch_size,), np.int32)
   for _ in range(warmup):
-    state, metrics = step(state, images, labels)
+    state, metrics = step(state, images, labels, teacher_variables)
   jax.block_until_ready(metrics)
   start = time.perf_counter()
   for _ in range(steps):
-    state, metrics = step(state, images, labels)
+    state, metrics = step(state, images, labels, teacher_variables)
   jax.block_until_ready(metrics)
   return steps * config.batch_size / (time.perf_counter() - start)
 
@@ -57,6 +78,8 @@ def main():
   parser.add_argument('--config', required=True)
   parser.add_argument('--impl', default='native,auto')
   parser.add_argument('--steps', type=int, default=10)
+  parser.add_argument('--teacher_config', default='',
+                      help='time a distillation step with this teacher')
   parser.add_argument('--set', action='append', default=[],
                       help='override, e.g. --set model.width=4')
   args = parser.parse_args()
@@ -69,8 +92,12 @@ def main():
       node = node[p]
     node[leaf] = type(node[leaf])(value)
   print(f'backend={jax.default_backend()} devices={jax.device_count()} '
-        f'model={dict(config.model)} batch={config.batch_size}')
-  results = {impl: images_per_sec(config, impl, args.steps)
+        f'model={dict(config.model)} batch={config.batch_size} '
+        f'teacher={args.teacher_config or None}')
+  teacher_config = (load_config(args.teacher_config) if args.teacher_config
+                    else None)
+  results = {impl: images_per_sec(config, impl, args.steps,
+                                  teacher_config=teacher_config)
              for impl in args.impl.split(',')}
   base = next(iter(results.values()))
   for impl, ips in results.items():

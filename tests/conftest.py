@@ -58,6 +58,16 @@ def cifar_tarball(tmp_path_factory):
   return str(path), train, test
 
 
+@pytest.fixture(scope='session')
+def finished_run(cifar_tarball, tmp_path_factory):
+  """An uninterrupted 3-epoch phase-1 smoke run on the synthetic tarball."""
+  from bonnkd import train  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp('run'))
+  config = tiny_config(cifar_tarball[0], num_epochs=3.0)
+  state = train.train_and_evaluate(config, workdir)
+  return config, workdir, state
+
+
 @pytest.fixture
 def real_cifar_dir():
   path = os.environ.get(REAL_DATA_ENV, '')

@@ -9,20 +9,13 @@ import orbax.checkpoint as ocp
 import pytest
 
 from bonnkd import augment
+from bonnkd import checkpointing
+from bonnkd import inspect as bonnkd_inspect
 from bonnkd import input_pipeline
 from bonnkd import train
 from tests.conftest import read_json
 from tests.conftest import read_metrics
 from tests.conftest import tiny_config
-
-
-@pytest.fixture(scope='module')
-def finished_run(cifar_tarball, tmp_path_factory):
-  """An uninterrupted 3-epoch smoke run on the synthetic tarball."""
-  workdir = str(tmp_path_factory.mktemp('run'))
-  config = tiny_config(cifar_tarball[0], num_epochs=3.0)
-  state = train.train_and_evaluate(config, workdir)
-  return config, workdir, state
 
 
 def test_run_writes_metrics_checkpoints_and_final(finished_run):
@@ -47,8 +40,8 @@ def test_run_writes_metrics_checkpoints_and_final(finished_run):
   assert final['step'] == 45
   saved = read_json(os.path.join(workdir, 'config.json'))
   assert saved['model'] == config.model.to_dict()
-  assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir)
-             ) is False  # tensorboard=False in the smoke config of tests.
+  # tests/conftest.py turns TensorBoard off; test_launch covers it.
+  assert not any(f.startswith('events.out') for f in os.listdir(workdir))
 
 
 def test_checkpoint_reads_with_plain_orbax(finished_run):
@@ -126,15 +119,37 @@ def test_non_finite_loss_stops_with_step_and_keeps_files(
   with pytest.raises(Interrupt):
     train.train_and_evaluate(config, workdir)
   monkeypatch.setattr(input_pipeline, 'train_batch', real_batch)
-  before = read_metrics(workdir)
+  # Records up to the checkpoint (step 15) are final; later ones are replayed.
+  before = [r for r in read_metrics(workdir) if r['step'] <= 15]
 
   real_normalize = augment.normalize
   monkeypatch.setattr(augment, 'normalize',
                       lambda x: real_normalize(x) * jnp.nan)
-  with pytest.raises(FloatingPointError, match='train loss=nan at step 20'):
+  # Resumes at 15; the first log after it is step 16 (every 4 steps).
+  with pytest.raises(FloatingPointError, match='train loss=nan at step 16'):
     train.train_and_evaluate(config, workdir)
   after = read_metrics(workdir)
   assert after[:len(before)] == before
+  assert after[-1]['step'] == 16 and np.isnan(after[-1]['loss'])
   assert ocp.CheckpointManager(
       os.path.join(workdir, 'checkpoints')).latest_step() == 15
   assert not os.path.exists(os.path.join(workdir, 'final.json'))
+
+
+def test_inspect_reports_steps_params_and_binary_layers(finished_run):
+  _, workdir, _ = finished_run
+  text = bonnkd_inspect.describe(os.path.join(workdir, 'checkpoints'))
+  best = read_json(os.path.join(workdir, 'final.json'))['best_step']
+  assert f'latest 45, best by val {best}' in text
+  assert '"binarize": "first_conv"' in text
+  assert 'stem/modulation' in text and 'total: 77,866' in text
+  _, variables = checkpointing.restore_variables(workdir)
+  stem = np.asarray(variables['params']['stem']['kernel'])
+  # The smoke model's only 1-bit layer is the stem (first_conv, weights).
+  assert f'1-bit stem: +1 fraction {np.mean(stem >= 0):.3f}' in text
+  assert text.count('1-bit ') == 1
+
+
+def test_inspect_fails_clearly_on_a_non_checkpoint(tmp_path, capsys):
+  assert bonnkd_inspect.main(['inspect', str(tmp_path)]) == 1
+  assert 'is not a bonnkd run or checkpoint folder' in capsys.readouterr().err

@@ -1,0 +1,238 @@
+"""Figures and the comparison table of finished runs.
+
+  python -m bonnkd.report runs/p1 runs/kd runs/alone --out results/report
+
+For each run (a directory written by ``train_and_evaluate``):
+
+* ``<run>_curves.png`` -- loss and accuracy per epoch: train (the mean of
+  the epoch's train records), val, and test where it was measured;
+* ``<run>_confusion.png`` -- the row-normalised confusion matrix of the best
+  checkpoint on the test split, and ``<run>_per_class.csv`` its per-class
+  accuracy;
+
+and for all runs together ``comparison.md`` / ``comparison.csv``: run,
+phase, model, test and val accuracy (from ``final.json``), parameters, share
+of 1-bit parameters, size as float32 and with 1-bit weights, FLOPs, BOPs and
+OPs = FLOPs + BOPs/64 per image (:mod:`bonnkd.summary`).
+
+The test split is read from the run's own ``config.data``; ``--data_source``
+and ``--data_dir`` point elsewhere (another machine's copy).
+"""
+
+import argparse
+import collections
+import csv
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import ml_collections
+import numpy as np
+
+from bonnkd import augment
+from bonnkd import checkpointing
+from bonnkd import input_pipeline
+from bonnkd import metric_logging
+from bonnkd import models
+from bonnkd import summary
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+__all__ = ['load_run', 'epoch_curves', 'confusion_matrix', 'comparison_rows',
+           'write_report']
+
+TABLE_COLUMNS = ('run', 'phase', 'model', 'test_accuracy', 'val_accuracy',
+                 'params', 'binary_share', 'size_float32_bits',
+                 'size_1bit_bits', 'flops', 'bops', 'ops')
+
+
+def load_run(run_dir: str):
+  """(config, final, metrics records) of a finished run."""
+  with open(os.path.join(run_dir, 'config.json')) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  final_path = os.path.join(run_dir, 'final.json')
+  if not os.path.exists(final_path):
+    raise FileNotFoundError(f'{run_dir!r} has no final.json: is it finished?')
+  with open(final_path) as f:
+    final = json.load(f)
+  records = metric_logging.read_jsonl(
+      os.path.join(run_dir, metric_logging.METRICS_FILE))
+  return config, final, records
+
+
+def epoch_curves(records):
+  """{split: (epochs, losses, accuracies)}; train is averaged per epoch."""
+  curves = {}
+  train = collections.defaultdict(list)
+  for r in records:
+    if r['split'] == 'train':
+      train[int(np.ceil(r['epoch'] - 1e-9))].append(r)
+  if train:
+    epochs = sorted(train)
+    curves['train'] = (epochs,
+                       [np.mean([r['loss'] for r in train[e]]) for e in epochs],
+                       [np.mean([r['accuracy'] for r in train[e]])
+                        for e in epochs])
+  for split in ('val', 'test'):
+    rows = [r for r in records if r['split'] == split]
+    if rows:
+      curves[split] = ([r['epoch'] for r in rows], [r['loss'] for r in rows],
+                       [r['accuracy'] for r in rows])
+  return curves
+
+
+def confusion_matrix(labels, predictions, num_classes: int = 10):
+  """Counts ``cm[true, predicted]``; row sums are the per-class counts."""
+  cm = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(cm, (labels, predictions), 1)
+  return cm
+
+
+def predict(config, variables, split, batch_size: int = 500):
+  """Predictions of a model (eval mode) on every example of ``split``."""
+  model = models.create_model(config.model)
+  apply = jax.jit(lambda v, x: jnp.argmax(
+      model.apply(v, augment.normalize(x), train=False), -1))
+  predictions = []
+  for images, _, mask in input_pipeline.eval_batches(split, batch_size):
+    predictions.append(np.asarray(apply(variables, images))[mask > 0])
+  return np.concatenate(predictions)
+
+
+def comparison_rows(run_dirs):
+  rows = []
+  for run_dir in run_dirs:
+    config, final, _ = load_run(run_dir)
+    cost = summary.totals(summary.layer_costs(
+        models.create_model(config.model)))
+    model = config.model.name
+    if model == 'wide_resnet':
+      model = (f'WRN-{config.model.depth}-{config.model.width} '
+               f'({config.model.binarize}, {config.model.binarize_what})')
+    else:
+      model = f'ResNet {list(config.model.stage_sizes)}x{list(config.model.widths)}'
+    if config.get('kd') and config.kd.get('enabled'):
+      model += ' + KD'
+    rows.append({
+        'run': os.path.basename(os.path.normpath(run_dir)),
+        'phase': config.phase,
+        'model': model,
+        'test_accuracy': final['test_accuracy'],
+        'val_accuracy': final['val_accuracy'],
+        'params': cost['params'],
+        'binary_share': cost['binary_share'],
+        'size_float32_bits': cost['bits_float32'],
+        'size_1bit_bits': cost['bits_1bit'],
+        'flops': cost['flops'],
+        'bops': cost['bops'],
+        'ops': cost['ops'],
+    })
+  return rows
+
+
+def _markdown(rows) -> str:
+  header = ('| run | phase | model | test acc % | val acc % | params | '
+            '1-bit share | size float32 (KiB) | size 1-bit (KiB) | FLOPs | '
+            'BOPs | OPs |')
+  lines = [header, '|' + ' --- |' * 12]
+  for r in rows:
+    lines.append(
+        f'| {r["run"]} | {r["phase"]} | {r["model"]} | '
+        f'{100 * r["test_accuracy"]:.2f} | {100 * r["val_accuracy"]:.2f} | '
+        f'{r["params"]:,} | {100 * r["binary_share"]:.1f}% | '
+        f'{r["size_float32_bits"] / 8 / 1024:,.1f} | '
+        f'{r["size_1bit_bits"] / 8 / 1024:,.1f} | {r["flops"]:,} | '
+        f'{r["bops"]:,} | {r["ops"]:,.0f} |')
+  return '\n'.join(lines) + '\n'
+
+
+def _plot_curves(curves, title, path):
+  fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+  for split, (epochs, loss, acc) in curves.items():
+    style = 'o' if split == 'test' else '-'
+    ax_loss.plot(epochs, loss, style, label=split)
+    ax_acc.plot(epochs, acc, style, label=split)
+  for ax, name in ((ax_loss, 'loss (cross-entropy)'), (ax_acc, 'accuracy')):
+    ax.set_xlabel('epoch')
+    ax.set_ylabel(name)
+    ax.grid(alpha=0.3)
+    ax.legend()
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def _plot_confusion(cm, title, path):
+  normalised = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+  fig, ax = plt.subplots(figsize=(7, 6))
+  image = ax.imshow(normalised, cmap='Blues', vmin=0, vmax=1)
+  names = input_pipeline.CLASS_NAMES
+  ax.set_xticks(range(10), names, rotation=45, ha='right')
+  ax.set_yticks(range(10), names)
+  ax.set_xlabel('predicted')
+  ax.set_ylabel('true')
+  for i in range(10):
+    for j in range(10):
+      ax.text(j, i, f'{normalised[i, j]:.2f}', ha='center', va='center',
+              fontsize=7, color='white' if normalised[i, j] > 0.5 else 'black')
+  fig.colorbar(image)
+  ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def write_report(run_dirs, out_dir, data_source=None, data_dir=None):
+  """Writes every figure and table; returns the comparison rows."""
+  os.makedirs(out_dir, exist_ok=True)
+  for run_dir in run_dirs:
+    name = os.path.basename(os.path.normpath(run_dir))
+    config, final, records = load_run(run_dir)
+    _plot_curves(epoch_curves(records),
+                 f'{name}: test {100 * final["test_accuracy"]:.2f}%',
+                 os.path.join(out_dir, f'{name}_curves.png'))
+    data_config = config.data.copy_and_resolve_references()
+    if data_source:
+      data_config.source = data_source
+    if data_dir:
+      data_config.dir = data_dir
+    test = input_pipeline.load_splits(data_config)['test']
+    _, variables = checkpointing.restore_variables(run_dir, which='best')
+    cm = confusion_matrix(test.labels, predict(config, variables, test))
+    _plot_confusion(cm, f'{name}: test confusion (row-normalised)',
+                    os.path.join(out_dir, f'{name}_confusion.png'))
+    with open(os.path.join(out_dir, f'{name}_per_class.csv'), 'w',
+              newline='') as f:
+      writer = csv.writer(f)
+      writer.writerow(['class', 'examples', 'correct', 'accuracy'])
+      for c, class_name in enumerate(input_pipeline.CLASS_NAMES):
+        total = int(cm[c].sum())
+        writer.writerow([class_name, total, int(cm[c, c]),
+                         f'{cm[c, c] / max(total, 1):.4f}'])
+  rows = comparison_rows(run_dirs)
+  with open(os.path.join(out_dir, 'comparison.md'), 'w') as f:
+    f.write(_markdown(rows))
+  with open(os.path.join(out_dir, 'comparison.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+  return rows
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('runs', nargs='+', help='run directories')
+  parser.add_argument('--out', required=True, help='output directory')
+  parser.add_argument('--data_source', default=None)
+  parser.add_argument('--data_dir', default=None)
+  args = parser.parse_args()
+  rows = write_report(args.runs, args.out, args.data_source, args.data_dir)
+  print(_markdown(rows))
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,60 @@
+"""The report: table numbers equal the runs' files, figures are written."""
+
+import csv
+import os
+
+import numpy as np
+
+from bonnkd import report
+from tests.conftest import read_json
+
+
+def test_confusion_matrix_rows_sum_to_class_counts():
+  labels = np.array([0, 0, 1, 2, 2, 2, 9])
+  predictions = np.array([0, 1, 1, 2, 0, 2, 9])
+  cm = report.confusion_matrix(labels, predictions)
+  np.testing.assert_array_equal(cm.sum(1), np.bincount(labels, minlength=10))
+  assert cm[0, 1] == 1 and cm[2, 0] == 1 and np.trace(cm) == 5
+
+
+def test_epoch_curves_average_train_records_per_epoch():
+  records = [
+      {'split': 'train', 'epoch': 0.5, 'loss': 2.0, 'accuracy': 0.2},
+      {'split': 'train', 'epoch': 1.0, 'loss': 1.0, 'accuracy': 0.4},
+      {'split': 'val', 'epoch': 1.0, 'loss': 1.5, 'accuracy': 0.3},
+      {'split': 'train', 'epoch': 2.0, 'loss': 0.5, 'accuracy': 0.6},
+  ]
+  curves = report.epoch_curves(records)
+  epochs, losses, accuracies = curves['train']
+  assert epochs == [1, 2]
+  np.testing.assert_allclose(losses, [1.5, 0.5])
+  np.testing.assert_allclose(accuracies, [0.3, 0.6])
+  assert curves['val'] == ([1.0], [1.5], [0.3])
+
+
+def test_report_of_a_run(finished_run, tmp_path):
+  _, workdir, _ = finished_run
+  out = tmp_path / 'report'
+  rows = report.write_report([workdir], str(out))
+  final = read_json(os.path.join(workdir, 'final.json'))
+  name = os.path.basename(workdir)
+  assert rows[0]['test_accuracy'] == final['test_accuracy']
+  assert rows[0]['val_accuracy'] == final['val_accuracy']
+  assert rows[0]['params'] == final['num_params']
+  # The smoke WRN-10-1's only 1-bit layer is the stem: 3*3*3*16 weights.
+  assert rows[0]['binary_share'] == 432 / final['num_params']
+  with open(out / 'comparison.csv') as f:
+    table = list(csv.DictReader(f))
+  assert float(table[0]['test_accuracy']) == final['test_accuracy']
+  assert f'{100 * final["test_accuracy"]:.2f}' in (
+      out / 'comparison.md').read_text()
+  with open(out / f'{name}_per_class.csv') as f:
+    per_class = list(csv.DictReader(f))
+  # 200 synthetic test images, 20 per class; correct counts give test acc.
+  assert [int(r['examples']) for r in per_class] == [20] * 10
+  assert sum(int(r['correct']) for r in per_class) / 200 == final[
+      'test_accuracy']
+  for suffix in ('curves.png', 'confusion.png'):
+    path = out / f'{name}_{suffix}'
+    assert path.stat().st_size > 10_000
+    assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
