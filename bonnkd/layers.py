@@ -49,24 +49,19 @@ def _im2col_conv(x, kernel, strides, padding):
   """
   kh, kw, cin, cout = kernel.shape
   sh, sw = strides
-  (plh, phh), (plw, phw) = lax.padtype_to_pads(
-      x.shape[1:3], (kh, kw), strides, padding
-  ) if isinstance(padding, str) else padding
-  xp = jnp.pad(x, ((0, 0), (plh, phh), (plw, phw), (0, 0)))
+  if isinstance(padding, str):  # 'SAME' / 'VALID', resolved as XLA does.
+    padding = lax.padtype_to_pads(x.shape[1:3], (kh, kw), strides, padding)
+  (pad_top, pad_bottom), (pad_left, pad_right) = padding
+  xp = jnp.pad(x, ((0, 0), (pad_top, pad_bottom), (pad_left, pad_right),
+                   (0, 0)))
   out_h = (xp.shape[1] - kh) // sh + 1
   out_w = (xp.shape[2] - kw) // sw + 1
-  if kh == kw == 1:
-    cols = xp[:, : (out_h - 1) * sh + 1 : sh, : (out_w - 1) * sw + 1 : sw, :]
-  else:
-    cols = jnp.concatenate(
-        [
-            xp[:, i : i + (out_h - 1) * sh + 1 : sh,
-               j : j + (out_w - 1) * sw + 1 : sw, :]
-            for i in range(kh)
-            for j in range(kw)
-        ],
-        axis=-1,
-    )
+  windows = [
+      xp[:, i : i + (out_h - 1) * sh + 1 : sh, j : j + (out_w - 1) * sw + 1 : sw]
+      for i in range(kh)
+      for j in range(kw)
+  ]
+  cols = jnp.concatenate(windows, axis=-1) if len(windows) > 1 else windows[0]
   return cols @ kernel.reshape(kh * kw * cin, cout)
 
 

@@ -14,7 +14,7 @@ Presets (``configs/phase2_kd_student.py:<preset>``):
   ``configs/teacher_resnet18.py``; 200 epochs, for an accelerator.
 * cpu -- sized for <= 30 minutes on 2 CPU cores: a 3-stage ResNet-8 with
   12-24-48 channels (~44k parameters, a quarter of the WRN-16-1 cpu
-  teacher), 16 epochs.
+  teacher), 6 epochs.
 * smoke -- a tiny student on a few hundred images, for tests.
 
 Distilled student, and the student alone (the baseline differs by one
@@ -49,7 +49,7 @@ def get_config(preset: str = ''):
     config.optim.lr = 0.1
   elif preset == 'cpu':
     config.model = config_lib.resnet_model((1, 1, 1), (12, 24, 48))
-    config.num_epochs = 16.0
+    config.num_epochs = 6.0
     config.optim.lr = 0.4
   elif preset == 'smoke':
     config.model = config_lib.resnet_model((1, 1), (8, 16))

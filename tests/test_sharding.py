@@ -42,7 +42,8 @@ SCRIPT = textwrap.dedent('''
     one, m1, shards1 = run(jax.devices()[:1])
     four, m4, shards4 = run(jax.devices())
     assert (shards1, shards4) == (1, 4), (shards1, shards4)
-    diffs = [float(np.max(np.abs(a - b))) for a, b in zip(
+    diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+             for a, b in zip(
         jax.tree_util.tree_leaves((one.params, one.batch_stats)),
         jax.tree_util.tree_leaves((four.params, four.batch_stats)))]
     print('MAXDIFF', max(diffs), float(m1['loss']), float(m4['loss']))

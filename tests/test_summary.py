@@ -21,12 +21,13 @@ def test_wrn_10_1_inner_binary_costs_by_hand():
   # 8*8*32*64 = 131,072 each; head 64*10 = 640.
   assert t['flops'] == 442_368 + 2 * 131_072 + 640 == 705_152
   assert t['ops'] == 705_152 + 11_796_480 / 64
-  # 1-bit weights: 9*(16*16*2 + 16*32 + 32*32 + 32*64 + 64*64) = 72,576,
+  # 1-bit weights: 9*(16*16*2 + 16*32 + 32*32 + 32*64 + 64*64) = 9*8,192
+  # = 73,728,
   # plus one modulation value per output channel (2*16 + 2*32 + 2*64 = 224).
-  assert t['binary_params'] == 72_576
+  assert t['binary_params'] == 73_728
   variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
   assert t['params'] == models.count_params(variables['params'])
-  assert t['bits_1bit'] == 72_576 + 32 * (t['params'] - 72_576)
+  assert t['bits_1bit'] == 73_728 + 32 * (t['params'] - 73_728)
   assert t['bits_float32'] == 32 * t['params']
   conv1 = next(c for c in costs if c.name == 'group1_block0/conv1')
   assert conv1.output_shape == (16, 16, 32)
