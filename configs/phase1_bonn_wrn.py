@@ -16,7 +16,10 @@ Command (offline copy of CIFAR-10)::
   python launch.py --config configs/phase1_bonn_wrn.py:cpu --workdir runs/p1 \\
     --config.data.source=folder --config.data.dir=../shared/data/cifar10-jpeg
 
-Results: see results/README.md (filled in from measured runs only).
+Measured (results/README.md): the ``cpu`` preset, seed 0, on 2 CPU cores and
+the JPEG copy of CIFAR-10: 82.25% test (82.76% val) after 57.6 min of
+training. The default preset has not been run here (no accelerator time for
+200 epochs); BONN reports 87.3% for its 1-bit WRN-22 on CIFAR-10.
 """
 
 from bonnkd import config_lib

@@ -27,8 +27,9 @@ override, ``--config.kd.enabled=False``)::
     --config.kd.enabled=False \\
     --config.data.source=folder --config.data.dir=../shared/data/cifar10-jpeg
 
-No result has been measured with this file yet; results/README.md lists the
-runs that were.
+Measured (results/README.md), ``cpu`` preset, seed 0, 2 CPU cores, JPEG copy
+of CIFAR-10, teacher = the phase-1 cpu run (82.25%): distilled 75.72% test
+in 22.4 min, alone 72.68% in 13.5 min. The default preset has not been run.
 """
 
 from bonnkd import config_lib

@@ -16,8 +16,8 @@ Command::
   python launch.py --config configs/teacher_resnet18.py:cpu --workdir runs/teacher \\
     --config.data.source=folder --config.data.dir=../shared/data/cifar10-jpeg
 
-No result has been measured with this file yet; results/README.md lists the
-runs that were.
+Not run yet on any preset: phase 2's measured cpu runs used the phase-1 run as
+their teacher (results/README.md).
 """
 
 from bonnkd import config_lib
