@@ -11,7 +11,9 @@ and carries ``{'val_accuracy': ...}`` as its metrics. To read one with orbax
 alone (no bonnkd)::
 
     import orbax.checkpoint as ocp
-    mngr = ocp.CheckpointManager('WORKDIR/checkpoints')
+    mngr = ocp.CheckpointManager(
+        'WORKDIR/checkpoints', options=ocp.CheckpointManagerOptions(
+            best_fn=lambda m: m['val_accuracy'], read_only=True))
     step = mngr.best_step()          # or mngr.latest_step()
     state = mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore()))['state']
