@@ -41,11 +41,12 @@ _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 def _im2col_conv(x, kernel, strides, padding):
   """Convolution as one matmul over the k*k shifted views of the input.
 
-  XLA:CPU lowers small-channel convolutions (16-64 channels at 32x32) to a
-  loop that reaches ~10 GFLOP/s on two cores; gathering the k*k shifted
-  windows into the contraction axis and calling one GEMM runs 2-3x faster,
-  forward and backward (``benchmarks/conv_bench.py``). Numerically it is the
-  same convolution: same padding as ``lax.conv_general_dilated``.
+  XLA:CPU's native convolution reaches ~10 GFLOP/s on 32x32 maps with 32-64
+  channels on two cores; gathering the k*k shifted windows into the
+  contraction axis and calling one GEMM runs 2x (32 channels) to 4x (64
+  channels) faster, forward and backward (``benchmarks/conv_bench.py``). At
+  16 channels it is slower (0.62x). Numerically it is the same convolution:
+  same padding as ``lax.conv_general_dilated``.
   """
   kh, kw, cin, cout = kernel.shape
   sh, sw = strides
@@ -69,10 +70,11 @@ def _use_im2col(x_shape, kernel_shape, impl: str) -> bool:
   """The per-backend choice of ``conv_impl='auto'``.
 
   On GPU and TPU the native convolution is the fast path (cuDNN, the TPU
-  convolution unit). On CPU im2col wins for spatial maps of 16x16 and larger
-  with few channels, where XLA:CPU's convolution is slowest; at 8x8 with 128+
-  channels the native conv is as fast or faster (see
-  ``benchmarks/conv_bench.py`` for the measured table).
+  convolution unit). On CPU im2col wins on maps of 16x16 and larger with
+  32-128 input channels (1.2-4x), and the native conv on 8x8 maps; at 32x32
+  with 16 channels native is faster (im2col 0.62x) and this rule does not yet
+  see it (``results/benchmarks/conv_bench_cpu.txt``,
+  ``benchmarks/conv_bench.py``).
   """
   if impl == 'native':
     return False
