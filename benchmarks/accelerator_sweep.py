@@ -52,18 +52,6 @@ def load_folder_with_pil(root: str, split: str) -> input_pipeline.Split:
   return input_pipeline.Split(images, np.asarray(labels, np.int32)[order])
 
 
-def override(config, spec: str):
-  config = config.copy_and_resolve_references()
-  for item in filter(None, spec.split(',')):
-    key, value = item.split('=')
-    *parents, leaf = key.split('.')
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = type(node[leaf])(value)
-  return config
-
-
 def run(config, train_split, val_split):
   """Trains ``config`` from scratch; returns val metrics after the last step."""
   mesh = train.DataParallelMesh()
@@ -100,7 +88,7 @@ def main():
   parser.add_argument('--preset', default='configs/phase1_bonn_wrn.py:cpu')
   parser.add_argument('candidates', nargs='+')
   args = parser.parse_args()
-  from benchmarks.train_step_bench import load_config  # pylint: disable=g-import-not-at-top
+  from benchmarks.train_step_bench import apply_overrides, load_config  # pylint: disable=g-import-not-at-top
   base = load_config(args.preset)
   t = time.time()
   raw = load_folder_with_pil(args.data_dir, 'train')
@@ -109,7 +97,7 @@ def main():
   print(f'decoded {len(raw)} train images in {time.time() - t:.0f}s; '
         f'devices: {jax.devices()}', flush=True)
   for spec in args.candidates:
-    config = override(base, spec)
+    config = apply_overrides(base, filter(None, spec.split(',')))
     result = {'candidate': spec, 'seed': config.seed,
               'device': jax.devices()[0].device_kind, **run(config, train_split,
                                                             val_split)}

@@ -36,6 +36,19 @@ def load_config(spec: str):
   return module.get_config(preset)
 
 
+def apply_overrides(config, items):
+  """A copy of ``config`` with 'a.b=value' items set, cast to the old type."""
+  config = config.copy_and_resolve_references()
+  for item in items:
+    key, value = item.split('=')
+    *parents, leaf = key.split('.')
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = type(node[leaf])(value)
+  return config
+
+
 def random_teacher(teacher_config, impl: str):
   """A teacher with the model of ``teacher_config`` and random weights."""
   model_config = teacher_config.model.copy_and_resolve_references()
@@ -83,14 +96,7 @@ def main():
   parser.add_argument('--set', action='append', default=[],
                       help='override, e.g. --set model.width=4')
   args = parser.parse_args()
-  config = load_config(args.config)
-  for item in args.set:
-    key, value = item.split('=')
-    *parents, leaf = key.split('.')
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = type(node[leaf])(value)
+  config = apply_overrides(load_config(args.config), args.set)
   print(f'backend={jax.default_backend()} devices={jax.device_count()} '
         f'model={dict(config.model)} batch={config.batch_size} '
         f'teacher={args.teacher_config or None}')

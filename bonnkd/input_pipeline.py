@@ -23,6 +23,7 @@ test split is only read for the final numbers.
 
 from collections.abc import Iterator
 import dataclasses
+import functools
 import os
 import pickle
 import tarfile
@@ -174,8 +175,12 @@ def load_splits(data_config) -> dict[str, Split]:
   }
 
 
+@functools.lru_cache(maxsize=2)
 def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
-  return np.random.default_rng([seed, epoch]).permutation(num_examples)
+  """The visiting order of epoch ``epoch``; cached: every step of it asks."""
+  perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
+  perm.flags.writeable = False
+  return perm
 
 
 def train_batch(split: Split, step: int, batch_size: int, seed: int,
