@@ -3,7 +3,13 @@
   python launch.py --config configs/phase1_bonn_wrn.py:cpu --workdir runs/p1 \
     --config.data.source=folder --config.data.dir=../shared/data/cifar10-jpeg
 
-Everything else lives in ``bonnkd.train.train_and_evaluate``.
+Several hosts (each process runs this same command): ``--distributed`` on a
+TPU pod or under SLURM, where JAX finds the cluster itself; elsewhere also
+``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``.
+
+A mistake in the input (config value, preset, data path, teacher run) prints
+one line and exits with status 1. Everything else lives in
+``bonnkd.train.train_and_evaluate``.
 """
 
 import logging as std_logging
@@ -14,6 +20,8 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from bonnkd import errors
+from bonnkd import sharding
 from bonnkd import train
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.',
@@ -21,6 +29,17 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.',
 config_flags.DEFINE_config_file(
     'config', None, 'Config file, optionally with a preset: file.py:preset.',
     lock_config=True)
+flags.mark_flags_as_required(['config'])
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False,
+    'Join a multi-process job (jax.distributed.initialize) before anything '
+    'else; without --coordinator_address JAX detects TPU pods and SLURM.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', '', 'HOST:PORT of process 0 (with --distributed).')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', 0, 'Number of processes (with --coordinator_address).')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', -1, 'This process, in [0, num_processes).')
 
 
 class _HideLibraryInfo(std_logging.Filter):
@@ -30,9 +49,19 @@ class _HideLibraryInfo(std_logging.Filter):
     return record.levelno > std_logging.INFO or '/orbax/' not in record.pathname
 
 
+@errors.exit_on_user_error
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if _COORDINATOR.value and not (
+      _NUM_PROCESSES.value > 0 and 0 <= _PROCESS_ID.value < _NUM_PROCESSES.value):
+    raise errors.UserError(
+        f'--coordinator_address={_COORDINATOR.value!r} needs '
+        f'--num_processes > 0 and --process_id in [0, num_processes), got '
+        f'{_NUM_PROCESSES.value} and {_PROCESS_ID.value}.')
+  if _DISTRIBUTED.value or _COORDINATOR.value:
+    sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                    _PROCESS_ID.value)
   logging.get_absl_handler().addFilter(_HideLibraryInfo())
   # tf.data / tfds must not take accelerator memory from JAX.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -43,4 +72,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=errors.parse_flags)

@@ -17,7 +17,6 @@ Each positional argument is one candidate: comma-separated overrides of the
 
 import argparse
 import concurrent.futures
-import functools
 import json
 import os
 import time
@@ -26,8 +25,8 @@ import jax
 import numpy as np
 
 from bonnkd import config_lib
+from bonnkd import evaluation
 from bonnkd import input_pipeline
-from bonnkd import models
 from bonnkd import train
 
 
@@ -54,30 +53,19 @@ def load_folder_with_pil(root: str, split: str) -> input_pipeline.Split:
 
 def run(config, train_split, val_split):
   """Trains ``config`` from scratch; returns val metrics after the last step."""
-  mesh = train.DataParallelMesh()
-  steps_per_epoch = config_lib.steps_per_epoch(len(train_split),
-                                               config.batch_size)
-  total = config_lib.num_train_steps(config, len(train_split))
-  model = models.create_model(config.model)
-  tx = train.create_optimizer(config,
-                              train.learning_rate_fn(config, steps_per_epoch))
-  init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
-  state = jax.jit(functools.partial(train.create_train_state, model=model,
-                                    tx=tx), out_shardings=mesh.replicated)(
-                                        init_rng)
-  step_fn = jax.jit(functools.partial(train.train_step, rng=train_rng,
-                                      config=config), donate_argnums=(0,))
-  eval_fn = jax.jit(train.eval_step)
+  setup = train.setup(config, len(train_split))
+  state = setup.state
   start = time.time()
-  for step in range(total):
+  for step in range(setup.total_steps):
     images, labels = input_pipeline.train_batch(train_split, step,
                                                 config.batch_size, config.seed)
-    state, metrics = step_fn(state, *mesh.put_batch(images, labels))
+    state, metrics = setup.train_step(state,
+                                      *setup.mesh.put_batch(images, labels))
   train_loss = float(metrics['loss'])
-  val, _ = train.evaluate(eval_fn, state, val_split, config.eval_batch_size,
-                          mesh)
+  val, _ = evaluation.evaluate(setup.eval_step, evaluation.variables_of(state),
+                               val_split, config.eval_batch_size, setup.mesh)
   return {'val_accuracy': val['accuracy'], 'val_loss': val['loss'],
-          'last_train_loss': train_loss, 'steps': total,
+          'last_train_loss': train_loss, 'steps': setup.total_steps,
           'seconds': round(time.time() - start, 1)}
 
 
@@ -88,8 +76,7 @@ def main():
   parser.add_argument('--preset', default='configs/phase1_bonn_wrn.py:cpu')
   parser.add_argument('candidates', nargs='+')
   args = parser.parse_args()
-  from benchmarks.train_step_bench import apply_overrides, load_config  # pylint: disable=g-import-not-at-top
-  base = load_config(args.preset)
+  base = config_lib.load(args.preset)
   t = time.time()
   raw = load_folder_with_pil(args.data_dir, 'train')
   train_split, val_split = input_pipeline.split_train_val(
@@ -97,7 +84,7 @@ def main():
   print(f'decoded {len(raw)} train images in {time.time() - t:.0f}s; '
         f'devices: {jax.devices()}', flush=True)
   for spec in args.candidates:
-    config = apply_overrides(base, filter(None, spec.split(',')))
+    config = config_lib.override(base, filter(None, spec.split(',')))
     result = {'candidate': spec, 'seed': config.seed,
               'device': jax.devices()[0].device_kind, **run(config, train_split,
                                                             val_split)}

@@ -16,37 +16,15 @@ on a noisy machine.
 """
 
 import argparse
-import functools
-import importlib.util
 import time
 
 import jax
 import numpy as np
 
+from bonnkd import config_lib
 from bonnkd import models
 from bonnkd import teacher as teacher_lib
 from bonnkd import train
-
-
-def load_config(spec: str):
-  path, _, preset = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location('cfg', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(preset)
-
-
-def apply_overrides(config, items):
-  """A copy of ``config`` with 'a.b=value' items set, cast to the old type."""
-  config = config.copy_and_resolve_references()
-  for item in items:
-    key, value = item.split('=')
-    *parents, leaf = key.split('.')
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = type(node[leaf])(value)
-  return config
 
 
 def random_teacher(teacher_config, impl: str):
@@ -54,34 +32,31 @@ def random_teacher(teacher_config, impl: str):
   model_config = teacher_config.model.copy_and_resolve_references()
   model_config.conv_impl = impl
   model = models.create_model(model_config)
-  variables = model.init(jax.random.key(2), np.zeros((1, 32, 32, 3)))
+  variables = model.init(jax.random.key(2), np.zeros((1, 32, 32, 3), np.float32))
   return teacher_lib.Teacher(model=model, variables=variables,
                              config=teacher_config, step=0)
 
 
 def images_per_sec(config, impl: str, steps: int, warmup: int = 2,
                    teacher_config=None) -> float:
-  config = config.copy_and_resolve_references()
-  config.model.conv_impl = impl
-  model = models.create_model(config.model)
-  schedule = train.learning_rate_fn(config, 100)
-  state = train.create_train_state(jax.random.key(0), model,
-                                   train.create_optimizer(config, schedule))
+  """Images/s of the jitted train step that ``train_and_evaluate`` runs."""
+  config = config_lib.override(config, [('model.conv_impl', impl)])
+  config.kd.enabled = teacher_config is not None
   teacher = (random_teacher(teacher_config, impl) if teacher_config
              else None)
-  step = jax.jit(functools.partial(train.train_step, rng=jax.random.key(1),
-                                   config=config, teacher=teacher),
-                 donate_argnums=(0,))
-  teacher_variables = teacher.variables if teacher else None
+  run = train.setup(config, num_train_examples=100 * config.batch_size,
+                    teacher=teacher)
+  state = run.state
   rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (config.batch_size, 32, 32, 3), np.uint8)
-  labels = rng.integers(0, 10, (config.batch_size,), np.int32)
+  images, labels = run.mesh.put_batch(
+      rng.integers(0, 256, (config.batch_size, 32, 32, 3), np.uint8),
+      rng.integers(0, 10, (config.batch_size,), np.int32))
   for _ in range(warmup):
-    state, metrics = step(state, images, labels, teacher_variables)
+    state, metrics = run.train_step(state, images, labels)
   jax.block_until_ready(metrics)
   start = time.perf_counter()
   for _ in range(steps):
-    state, metrics = step(state, images, labels, teacher_variables)
+    state, metrics = run.train_step(state, images, labels)
   jax.block_until_ready(metrics)
   return steps * config.batch_size / (time.perf_counter() - start)
 
@@ -96,12 +71,12 @@ def main():
   parser.add_argument('--set', action='append', default=[],
                       help='override, e.g. --set model.width=4')
   args = parser.parse_args()
-  config = apply_overrides(load_config(args.config), args.set)
+  config = config_lib.override(config_lib.load(args.config), args.set)
   print(f'backend={jax.default_backend()} devices={jax.device_count()} '
         f'model={dict(config.model)} batch={config.batch_size} '
         f'teacher={args.teacher_config or None}')
-  teacher_config = (load_config(args.teacher_config) if args.teacher_config
-                    else None)
+  teacher_config = (config_lib.load(args.teacher_config)
+                    if args.teacher_config else None)
   results = {impl: images_per_sec(config, impl, args.steps,
                                   teacher_config=teacher_config)
              for impl in args.impl.split(',')}

@@ -1,24 +1,38 @@
-"""The base config every experiment starts from, and its validation.
+"""The base config every experiment starts from; loading and overriding it.
 
 Config files in ``configs/`` call :func:`base_config`, override what their
-phase needs and select a preset (``configs/x.py:cpu``). Durations are counted
-in epochs (``num_epochs``, ``optim.warmup_epochs``, ``eval_every_epochs``);
-:func:`steps_per_epoch` turns them into steps in one place.
+phase needs and select a preset (``configs/x.py:cpu``, read by :func:`load`).
+Durations are counted in epochs (``num_epochs``, ``optim.warmup_epochs``,
+``eval_every_epochs``); :func:`steps_per_epoch` turns them into steps in one
+place. :func:`override` applies ``key=value`` strings typed by the config's
+own fields, for the benchmarks, the plan runner and the tests (``launch.py``
+gets the same from ``ml_collections.config_flags``).
+
+This module is plain data: it imports nothing heavy. Each value is validated
+next to what it configures (:func:`validate` here for the schedule, the
+optimizer and distillation; ``bonnkd.models.validate_config`` for
+``config.model``; ``bonnkd.input_pipeline.validate_config`` for
+``config.data``), all called by ``bonnkd.train.validate_config`` before
+anything compiles.
 """
 
+import ast
+import importlib.util
 import math
+import os
 
 import ml_collections
 
-from bonnkd import layers
-from bonnkd import models
-from bonnkd import quantizers
+from bonnkd import errors
 
-__all__ = ['base_config', 'resnet_model', 'smoke_preset', 'unknown_preset',
-           'validate', 'steps_per_epoch', 'PHASES']
+__all__ = ['base_config', 'resnet_model', 'smoke_preset', 'at_smoke_scale',
+           'unknown_preset',
+           'load', 'override', 'validate', 'check', 'steps_per_epoch',
+           'num_train_steps', 'PHASES', 'PRESETS']
 
 PHASES = ('phase1', 'teacher', 'phase2')
-DATA_SOURCES = ('tfds', 'folder', 'tarball')
+# The presets every config file in configs/ defines.
+PRESETS = ('default', 'cpu', 'smoke')
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -54,7 +68,8 @@ def base_config() -> ml_collections.ConfigDict:
   # Images held out of train for model selection, chosen by split_seed.
   config.data.num_val = 5000
   config.data.split_seed = 0
-  # Keep only the first N train / eval images (-1: all); for smoke tests.
+  # Keep a random subset (seeded, fixed) of N train / eval images (-1: all);
+  # for smoke tests.
   config.data.train_limit = -1
   config.data.eval_limit = -1
   # Random crop padding; 0 disables crop. Flip is a coin per image.
@@ -71,6 +86,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim.nesterov = True
   config.optim.weight_decay = 5e-4
   config.optim.warmup_epochs = 1.0
+  # Applied to the cross-entropy with the labels; with KD, to its CE term.
   config.optim.label_smoothing = 0.0
 
   # Knowledge distillation (phase 2). enabled=False trains the same student
@@ -110,10 +126,109 @@ def smoke_preset(config) -> ml_collections.ConfigDict:
   return config
 
 
-def unknown_preset(config_name: str, preset: str) -> ValueError:
-  return ValueError(
+def at_smoke_scale(config) -> ml_collections.ConfigDict:
+  """A copy of ``config`` at smoke size, its model's layout kept.
+
+  The data and schedule of :func:`smoke_preset`; a WRN becomes WRN-10-1 and
+  a ResNet gets one block a stage at 1/8 of its widths, with the same
+  binarization, quantizer and scales. For exercising a full-size preset's
+  code paths (the notebook's accelerator branch in CI) in seconds.
+  """
+  config = smoke_preset(config.copy_and_resolve_references())
+  if config.model.name == 'wide_resnet':
+    config.model.depth, config.model.width = 10, 1
+  else:
+    config.model.stage_sizes = tuple(1 for _ in config.model.stage_sizes)
+    config.model.widths = tuple(max(w // 8, 4) for w in config.model.widths)
+  return config
+
+
+def unknown_preset(config_name: str, preset: str) -> errors.ConfigError:
+  return errors.ConfigError(
       f"Unknown preset {preset!r} for {config_name}; known presets: "
       "'' (default), 'cpu', 'smoke'.")
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+  """The config of ``'path/to/file.py[:preset]'``, as ``launch.py`` reads it.
+
+  Raises:
+    errors.ConfigError: no such file, or it has no ``get_config``, or the
+      preset is unknown.
+  """
+  path, _, preset = spec.partition(':')
+  if not os.path.isfile(path):
+    raise errors.ConfigError(f'Config file {path!r} does not exist.')
+  module_spec = importlib.util.spec_from_file_location(
+      os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, 'get_config'):
+    raise errors.ConfigError(f'Config file {path!r} defines no get_config().')
+  return module.get_config(preset)
+
+
+def _parse(key: str, text: str, old):
+  """``text`` as a value of the type of ``old`` (the field's current value)."""
+  if isinstance(old, bool):
+    lowered = text.strip().lower()
+    if lowered in ('true', '1', 'yes'):
+      return True
+    if lowered in ('false', '0', 'no'):
+      return False
+    raise errors.ConfigError(
+        f'Invalid override {key}={text!r}: expected a boolean (True/False).')
+  if isinstance(old, str):
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError) as e:
+    raise errors.ConfigError(
+        f'Invalid override {key}={text!r}: expected a '
+        f'{type(old).__name__} like {old!r}.') from e
+  if isinstance(old, float) and isinstance(value, int):
+    value = float(value)
+  if isinstance(old, (tuple, list)) and isinstance(value, (tuple, list)):
+    return type(old)(value)
+  if old is not None and not isinstance(value, type(old)):
+    raise errors.ConfigError(
+        f'Invalid override {key}={text!r}: expected a '
+        f'{type(old).__name__} like {old!r}.')
+  return value
+
+
+def override(config, items) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with ``'a.b=value'`` items applied.
+
+  Each value is parsed as the type of the field it replaces: ``'False'``
+  gives ``False`` for a boolean (not ``bool('False')``), ``'3'`` gives
+  ``3.0`` for a float, ``'(1, 2)'`` a tuple. Items may also be
+  ``(key, value)`` pairs of Python values, set as they are.
+
+  Raises:
+    errors.ConfigError: an unknown key, or a value of the wrong type.
+  """
+  config = config.copy_and_resolve_references()
+  for item in items:
+    if isinstance(item, str):
+      key, sep, text = item.partition('=')
+      if not sep:
+        raise errors.ConfigError(
+            f'Invalid override {item!r}: expected key=value.')
+    else:
+      key, text = item
+    *parents, leaf = key.strip().split('.')
+    node = config
+    for i, name in enumerate(parents + [leaf]):
+      if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+        raise errors.ConfigError(
+            f'Invalid override {key}: the config has no field '
+            f'{".".join((parents + [leaf])[:i + 1])!r}.')
+      if i < len(parents):
+        node = node[name]
+    node[leaf] = _parse(key, text, node[leaf]) if isinstance(text, str) \
+        else text
+  return config
 
 
 def steps_per_epoch(num_train_examples: int, batch_size: int) -> int:
@@ -127,76 +242,46 @@ def num_train_steps(config, num_train_examples: int) -> int:
                                           config.batch_size)))
 
 
-def _check(ok: bool, key: str, value, expected: str):
+def check(ok: bool, key: str, value, expected: str) -> None:
+  """Raises a ConfigError naming ``config.<key>``, its value and ``expected``."""
   if not ok:
-    raise ValueError(f'Invalid config.{key}={value!r}: expected {expected}.')
+    raise errors.ConfigError(
+        f'Invalid config.{key}={value!r}: expected {expected}.')
 
 
 def validate(config, num_devices: int = 1) -> None:
-  """Raises one ValueError naming the key, its value and what was expected.
+  """Checks the phase, batch sizes, schedule, optimizer and distillation.
 
-  Called before anything is compiled or written.
+  Raises one ConfigError naming the key, its value and what was expected.
+  ``config.model`` and ``config.data`` are checked by their own modules;
+  ``bonnkd.train.validate_config`` runs every check.
   """
-  _check(config.phase in PHASES, 'phase', config.phase, f'one of {PHASES}')
-  m = config.model
-  _check(m.name in ('wide_resnet', 'resnet'), 'model.name', m.name,
-         "'wide_resnet' or 'resnet'")
-  if m.name == 'wide_resnet':
-    _check(m.depth >= 10 and (m.depth - 4) % 6 == 0, 'model.depth', m.depth,
-           'an integer 6n + 4 with n >= 1 (10, 16, 22, 28, ...)')
-    _check(m.width >= 1, 'model.width', m.width, 'a positive integer')
-    _check(m.binarize in models.BINARIZE_MODES, 'model.binarize', m.binarize,
-           f'one of {models.BINARIZE_MODES}')
-    _check(m.binarize_what in models.BINARIZE_WHAT, 'model.binarize_what',
-           m.binarize_what, f'one of {models.BINARIZE_WHAT}')
-    _check(m.quantizer in quantizers.QUANTIZERS, 'model.quantizer',
-           m.quantizer, f'one of {sorted(quantizers.QUANTIZERS)}')
-    _check(m.weight_scale in layers.WEIGHT_SCALES, 'model.weight_scale',
-           m.weight_scale, f'one of {layers.WEIGHT_SCALES}')
-    _check(0.0 <= m.dropout_rate < 1.0, 'model.dropout_rate',
-           m.dropout_rate, 'a float in [0, 1)')
-  if m.name == 'resnet':
-    _check(len(m.stage_sizes) == len(m.widths) and len(m.widths) > 0
-           and min(m.stage_sizes) > 0 and min(m.widths) > 0,
-           'model.widths', (tuple(m.stage_sizes), tuple(m.widths)),
-           'positive stage_sizes and widths of the same length')
-  _check(m.conv_impl in layers.CONV_IMPLS, 'model.conv_impl', m.conv_impl,
-         f'one of {layers.CONV_IMPLS}')
-
-  d = config.data
-  _check(d.source in DATA_SOURCES, 'data.source', d.source,
-         f'one of {DATA_SOURCES}')
-  _check(d.source == 'tfds' or bool(d.dir), 'data.dir', d.dir,
-         f"the path of the data for data.source={d.source!r}")
-  _check(d.num_val >= 0, 'data.num_val', d.num_val, 'an integer >= 0')
-  _check(d.crop_padding >= 0, 'data.crop_padding', d.crop_padding,
-         'an integer >= 0')
-
-  _check(config.batch_size > 0 and config.batch_size % num_devices == 0,
-         'batch_size', config.batch_size,
-         f'a positive multiple of the device count ({num_devices})')
-  _check(config.eval_batch_size > 0
-         and config.eval_batch_size % num_devices == 0,
-         'eval_batch_size', config.eval_batch_size,
-         f'a positive multiple of the device count ({num_devices})')
-  _check(config.num_epochs > 0, 'num_epochs', config.num_epochs, 'a number > 0')
+  check(config.phase in PHASES, 'phase', config.phase, f'one of {PHASES}')
+  check(config.batch_size > 0 and config.batch_size % num_devices == 0,
+        'batch_size', config.batch_size,
+        f'a positive multiple of the device count ({num_devices})')
+  check(config.eval_batch_size > 0
+        and config.eval_batch_size % num_devices == 0,
+        'eval_batch_size', config.eval_batch_size,
+        f'a positive multiple of the device count ({num_devices})')
+  check(config.num_epochs > 0, 'num_epochs', config.num_epochs, 'a number > 0')
   o = config.optim
-  _check(o.lr > 0, 'optim.lr', o.lr, 'a learning rate > 0')
-  _check(0 <= o.momentum < 1, 'optim.momentum', o.momentum, 'a float in [0, 1)')
-  _check(o.weight_decay >= 0, 'optim.weight_decay', o.weight_decay,
-         'a float >= 0')
-  _check(0 <= o.warmup_epochs <= config.num_epochs, 'optim.warmup_epochs',
-         o.warmup_epochs, f'a number in [0, num_epochs={config.num_epochs}]')
-  _check(0 <= o.label_smoothing < 1, 'optim.label_smoothing',
-         o.label_smoothing, 'a float in [0, 1)')
-  _check(config.log_every_steps > 0, 'log_every_steps', config.log_every_steps,
-         'a positive integer')
-  _check(config.eval_every_epochs > 0, 'eval_every_epochs',
-         config.eval_every_epochs, 'a positive integer')
+  check(o.lr > 0, 'optim.lr', o.lr, 'a learning rate > 0')
+  check(0 <= o.momentum < 1, 'optim.momentum', o.momentum, 'a float in [0, 1)')
+  check(o.weight_decay >= 0, 'optim.weight_decay', o.weight_decay,
+        'a float >= 0')
+  check(0 <= o.warmup_epochs <= config.num_epochs, 'optim.warmup_epochs',
+        o.warmup_epochs, f'a number in [0, num_epochs={config.num_epochs}]')
+  check(0 <= o.label_smoothing < 1, 'optim.label_smoothing',
+        o.label_smoothing, 'a float in [0, 1)')
+  check(config.log_every_steps > 0, 'log_every_steps', config.log_every_steps,
+        'a positive integer')
+  check(config.eval_every_epochs > 0, 'eval_every_epochs',
+        config.eval_every_epochs, 'a positive integer')
   if config.kd.enabled:
-    _check(bool(config.kd.teacher_workdir), 'kd.teacher_workdir',
-           config.kd.teacher_workdir, 'the workdir of a finished teacher run')
-    _check(0 <= config.kd.alpha <= 1, 'kd.alpha', config.kd.alpha,
-           'a float in [0, 1]')
-    _check(config.kd.temperature > 0, 'kd.temperature',
-           config.kd.temperature, 'a temperature > 0')
+    check(bool(config.kd.teacher_workdir), 'kd.teacher_workdir',
+          config.kd.teacher_workdir, 'the workdir of a finished teacher run')
+    check(0 <= config.kd.alpha <= 1, 'kd.alpha', config.kd.alpha,
+          'a float in [0, 1]')
+    check(config.kd.temperature > 0, 'kd.temperature',
+          config.kd.temperature, 'a temperature > 0')

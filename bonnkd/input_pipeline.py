@@ -30,10 +30,15 @@ import tarfile
 
 import numpy as np
 
+from bonnkd import config_lib
+from bonnkd import errors
+
 __all__ = [
     'CLASS_NAMES',
+    'SOURCES',
     'Split',
     'DataNotFoundError',
+    'validate_config',
     'load_splits',
     'train_batch',
     'eval_batches',
@@ -43,8 +48,24 @@ CLASS_NAMES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog',
                'horse', 'ship', 'truck')
 
 
-class DataNotFoundError(FileNotFoundError):
+SOURCES = ('tfds', 'folder', 'tarball')
+
+
+class DataNotFoundError(errors.UserError, FileNotFoundError):
   """No CIFAR-10 could be read or downloaded; says which config keys to set."""
+
+
+def validate_config(data_config) -> None:
+  """Checks ``config.data``; raises a ConfigError naming the key."""
+  d = data_config
+  config_lib.check(d.source in SOURCES, 'data.source', d.source,
+                   f'one of {SOURCES}')
+  config_lib.check(d.source == 'tfds' or bool(d.dir), 'data.dir', d.dir,
+                   f'the path of the data for data.source={d.source!r}')
+  config_lib.check(d.num_val >= 0, 'data.num_val', d.num_val,
+                   'an integer >= 0')
+  config_lib.check(d.crop_padding >= 0, 'data.crop_padding', d.crop_padding,
+                   'an integer >= 0')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +121,7 @@ def _load_folder(root: str) -> dict[str, Split]:
   builder = tfds.ImageFolder(root)
   names = tuple(builder.info.features['label'].names)
   if names != CLASS_NAMES:
-    raise ValueError(
+    raise DataNotFoundError(
         f'Class folders under {root!r} are {names}, expected the CIFAR-10 '
         f'classes {CLASS_NAMES}.')
   splits = {}
@@ -144,7 +165,7 @@ def _load_tarball(path: str) -> dict[str, Split]:
 def split_train_val(train: Split, num_val: int, seed: int):
   """Holds ``num_val`` images out of train, chosen by a seeded permutation."""
   if num_val >= len(train):
-    raise ValueError(
+    raise errors.ConfigError(
         f'config.data.num_val={num_val} leaves no training images out of '
         f'{len(train)}.')
   perm = np.random.default_rng(seed).permutation(len(train))
@@ -189,7 +210,8 @@ def train_batch(split: Split, step: int, batch_size: int, seed: int,
 
   Each epoch is a fresh permutation seeded by ``(seed, epoch)``; the last
   incomplete batch of an epoch is dropped. Host ``i`` of ``n`` gets rows
-  ``[i * b/n, (i+1) * b/n)`` of the global batch.
+  ``[i * b/n, (i+1) * b/n)`` of the global batch (its indices sorted), so
+  the global batch does not depend on ``n``.
 
   Returns:
     (images uint8 (b/n, 32, 32, 3), labels int32 (b/n,)).
@@ -197,9 +219,11 @@ def train_batch(split: Split, step: int, batch_size: int, seed: int,
   steps_per_epoch = len(split) // batch_size
   epoch, index = divmod(step, steps_per_epoch)
   perm = epoch_permutation(len(split), seed, epoch)
+  # Sorted as a whole before slicing, so that the global batch (and the
+  # augmentation each row gets) is the same for any number of processes.
+  batch = np.sort(perm[index * batch_size:(index + 1) * batch_size])
   local = batch_size // process_count
-  start = index * batch_size + process_index * local
-  idx = np.sort(perm[start:start + local])
+  idx = batch[process_index * local:(process_index + 1) * local]
   return split.images[idx], split.labels[idx]
 
 

@@ -42,7 +42,8 @@ def distillation_kl(student_logits: jax.Array, teacher_logits: jax.Array,
 
 
 def kd_loss(student_logits: jax.Array, teacher_logits: jax.Array,
-            labels: jax.Array, alpha: float, temperature: float):
+            labels: jax.Array, alpha: float, temperature: float,
+            label_smoothing: float = 0.0):
   """Mean Hinton KD loss over the batch (see the module docstring).
 
   Args:
@@ -51,11 +52,13 @@ def kd_loss(student_logits: jax.Array, teacher_logits: jax.Array,
     labels: (N,) integer class ids.
     alpha: weight of the hard-label cross-entropy, in [0, 1].
     temperature: softmax temperature T > 0 of the soft targets.
+    label_smoothing: smoothing of the one-hot labels of the CE term only
+      (``config.optim.label_smoothing``); the soft targets are the teacher's.
 
   Returns:
-    (loss, {'ce': mean CE, 'kl': mean KL at temperature T}).
+    (loss, {'ce': mean CE (with smoothing), 'kl': mean KL at temperature T}).
   """
-  ce = jnp.mean(cross_entropy(student_logits, labels))
+  ce = jnp.mean(cross_entropy(student_logits, labels, label_smoothing))
   kl = jnp.mean(distillation_kl(student_logits, teacher_logits, temperature))
   loss = alpha * ce + (1.0 - alpha) * temperature**2 * kl
   return loss, {'ce': ce, 'kl': kl}

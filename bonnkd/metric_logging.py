@@ -15,9 +15,11 @@ from typing import Any
 
 from absl import logging
 
-__all__ = ['MetricsLog', 'read_jsonl']
+from bonnkd import run_dir
 
-METRICS_FILE = 'metrics.jsonl'
+__all__ = ['MetricsLog', 'read_jsonl', 'METRICS_FILE']
+
+METRICS_FILE = run_dir.METRICS_FILE
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:

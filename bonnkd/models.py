@@ -32,7 +32,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bonnkd import config_lib
+from bonnkd import errors
 from bonnkd import layers
+from bonnkd import quantizers
 
 __all__ = [
     'BINARIZE_MODES',
@@ -44,6 +47,7 @@ __all__ = [
     'WRN22_4',
     'ResNet18',
     'create_model',
+    'validate_config',
 ]
 
 BINARIZE_MODES = ('none', 'first_conv', 'inner', 'all')
@@ -57,13 +61,6 @@ class _ConvFactory:
 
   def __init__(self, binarize, binarize_what, quantizer, weight_scale,
                conv_impl):
-    if binarize not in BINARIZE_MODES:
-      raise ValueError(
-          f'binarize must be one of {BINARIZE_MODES}, got {binarize!r}.')
-    if binarize_what not in BINARIZE_WHAT:
-      raise ValueError(
-          f'binarize_what must be one of {BINARIZE_WHAT}, '
-          f'got {binarize_what!r}.')
     self.binarize = binarize
     self.weights = binarize_what in ('weights', 'both')
     self.inputs = binarize_what in ('activations', 'both')
@@ -153,11 +150,14 @@ class WideResNet(nn.Module):
   dropout_rate: float = 0.0
   conv_impl: str = 'auto'
 
+  def __post_init__(self):
+    _validate_wide_resnet(self.depth, self.width, self.binarize,
+                          self.binarize_what, self.quantizer,
+                          self.weight_scale, self.dropout_rate, self.conv_impl)
+    super().__post_init__()
+
   @nn.compact
   def __call__(self, x, train: bool = False):
-    if (self.depth - 4) % 6 or self.depth < 10:
-      raise ValueError(
-          f'WideResNet depth must be 6n + 4 with n >= 1, got {self.depth}.')
     blocks_per_group = (self.depth - 4) // 6
     conv = _ConvFactory(self.binarize, self.binarize_what, self.quantizer,
                         self.weight_scale, self.conv_impl)
@@ -214,12 +214,12 @@ class ResNet(nn.Module):
   num_classes: int = 10
   conv_impl: str = 'auto'
 
+  def __post_init__(self):
+    _validate_resnet(self.stage_sizes, self.widths, self.conv_impl)
+    super().__post_init__()
+
   @nn.compact
   def __call__(self, x, train: bool = False):
-    if len(self.stage_sizes) != len(self.widths):
-      raise ValueError(
-          f'stage_sizes {tuple(self.stage_sizes)} and widths '
-          f'{tuple(self.widths)} must have the same length.')
     x = layers.QuantConv(self.widths[0], conv_impl=self.conv_impl,
                          name='stem')(x)
     x = nn.relu(_BatchNorm(use_running_average=not train, name='stem_bn')(x))
@@ -245,24 +245,70 @@ ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2),
 _MODELS = {'wide_resnet': WideResNet, 'resnet': ResNet}
 
 
+def _validate_wide_resnet(depth, width, binarize, binarize_what, quantizer,
+                          weight_scale, dropout_rate, conv_impl) -> None:
+  check = config_lib.check
+  check(isinstance(depth, int) and depth >= 10 and (depth - 4) % 6 == 0,
+        'model.depth', depth,
+        'an integer 6n + 4 with n >= 1 (10, 16, 22, 28, ...)')
+  check(isinstance(width, int) and width >= 1, 'model.width', width,
+        'a positive integer')
+  check(binarize in BINARIZE_MODES, 'model.binarize', binarize,
+        f'one of {BINARIZE_MODES}')
+  check(binarize_what in BINARIZE_WHAT, 'model.binarize_what', binarize_what,
+        f'one of {BINARIZE_WHAT}')
+  check(quantizer in quantizers.QUANTIZERS, 'model.quantizer', quantizer,
+        f'one of {sorted(quantizers.QUANTIZERS)}')
+  check(weight_scale in layers.WEIGHT_SCALES, 'model.weight_scale',
+        weight_scale, f'one of {layers.WEIGHT_SCALES}')
+  check(0.0 <= dropout_rate < 1.0, 'model.dropout_rate', dropout_rate,
+        'a float in [0, 1)')
+  check(conv_impl in layers.CONV_IMPLS, 'model.conv_impl', conv_impl,
+        f'one of {layers.CONV_IMPLS}')
+
+
+def _validate_resnet(stage_sizes, widths, conv_impl) -> None:
+  config_lib.check(
+      len(stage_sizes) == len(widths) and len(widths) > 0
+      and min(stage_sizes) > 0 and min(widths) > 0,
+      'model.widths', (tuple(stage_sizes), tuple(widths)),
+      'positive stage_sizes and widths of the same length')
+  config_lib.check(conv_impl in layers.CONV_IMPLS, 'model.conv_impl',
+                   conv_impl, f'one of {layers.CONV_IMPLS}')
+
+
+def validate_config(model_config) -> None:
+  """Checks every field of ``config.model``; raises a ConfigError naming it.
+
+  The models run the same checks when they are built, so a model made in
+  Python (``WideResNet(binarize='middle')``) fails the same way.
+  """
+  config_lib.check(model_config.get('name') in _MODELS, 'model.name',
+                   model_config.get('name'), f'one of {sorted(_MODELS)}')
+  create_model(model_config)
+
+
 def create_model(model_config, num_classes: int = 10) -> nn.Module:
   """Builds a model from ``config.model`` (``name`` plus its fields).
 
   Raises:
-    ValueError: unknown model name.
+    errors.ConfigError: unknown model name or invalid field (named).
   """
   kwargs = dict(model_config)
   name = kwargs.pop('name')
-  if name not in _MODELS:
-    raise ValueError(
-        f'Unknown config.model.name {name!r}; known models: {sorted(_MODELS)}.')
+  config_lib.check(name in _MODELS, 'model.name', name,
+                   f'one of {sorted(_MODELS)}')
   if 'stage_sizes' in kwargs:
     kwargs['stage_sizes'] = tuple(kwargs['stage_sizes'])
   if 'widths' in kwargs:
     kwargs['widths'] = tuple(kwargs['widths'])
-  return _MODELS[name](num_classes=num_classes, **kwargs)
+  try:
+    return _MODELS[name](num_classes=num_classes, **kwargs)
+  except TypeError as e:  # A field the model does not have.
+    raise errors.ConfigError(
+        f'Invalid config.model for {name!r}: {e}.') from e
 
 
 def count_params(params) -> int:
   """Total number of scalars in a parameter tree."""
-  return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))
+  return sum(int(p.size) for p in jax.tree.leaves(params))

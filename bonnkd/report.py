@@ -22,20 +22,19 @@ and ``--data_dir`` point elsewhere (another machine's copy).
 import argparse
 import collections
 import csv
-import json
 import os
 
 import jax
-import jax.numpy as jnp
 import matplotlib
-import ml_collections
 import numpy as np
 
-from bonnkd import augment
-from bonnkd import checkpointing
+from bonnkd import errors
+from bonnkd import evaluation
 from bonnkd import input_pipeline
 from bonnkd import metric_logging
 from bonnkd import models
+from bonnkd import run_dir as run_dir_lib
+from bonnkd import sharding
 from bonnkd import summary
 
 matplotlib.use('Agg')
@@ -50,16 +49,20 @@ TABLE_COLUMNS = ('run', 'phase', 'model', 'test_accuracy', 'val_accuracy',
 
 
 def load_run(run_dir: str):
-  """(config, final, metrics records) of a finished run."""
-  with open(os.path.join(run_dir, 'config.json')) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  final_path = os.path.join(run_dir, 'final.json')
-  if not os.path.exists(final_path):
-    raise FileNotFoundError(f'{run_dir!r} has no final.json: is it finished?')
-  with open(final_path) as f:
-    final = json.load(f)
+  """(config, final, metrics records) of a finished run.
+
+  Raises:
+    errors.NotARunError: not a run directory, or not finished.
+  """
+  run_dir = run_dir_lib.resolve(run_dir)
+  config = run_dir_lib.read_config(run_dir)
+  final = run_dir_lib.read_final(run_dir)
+  if final is None:
+    raise errors.NotARunError(
+        f'{run_dir!r} has no {run_dir_lib.FINAL_FILE}: the run is not '
+        'finished (run its launch.py command again to finish it).')
   records = metric_logging.read_jsonl(
-      os.path.join(run_dir, metric_logging.METRICS_FILE))
+      os.path.join(run_dir, run_dir_lib.METRICS_FILE))
   return config, final, records
 
 
@@ -91,15 +94,18 @@ def confusion_matrix(labels, predictions, num_classes: int = 10):
   return cm
 
 
-def predict(config, variables, split, batch_size: int = 500):
-  """Predictions of a model (eval mode) on every example of ``split``."""
-  model = models.create_model(config.model)
-  apply = jax.jit(lambda v, x: jnp.argmax(
-      model.apply(v, augment.normalize(x), train=False), -1))
-  predictions = []
-  for images, _, mask in input_pipeline.eval_batches(split, batch_size):
-    predictions.append(np.asarray(apply(variables, images))[mask > 0])
-  return np.concatenate(predictions)
+def test_predictions(config, variables, split, batch_size: int = 500):
+  """Predictions of a model (eval mode) on every example of ``split``.
+
+  The same :mod:`bonnkd.evaluation` that training uses, on all devices here.
+  """
+  mesh = sharding.DataParallelMesh()
+  batch_size -= batch_size % mesh.size
+  eval_fn = evaluation.make_eval_fn(models.create_model(config.model), mesh)
+  variables = jax.device_put(variables, mesh.replicated)
+  _, predictions = evaluation.evaluate(eval_fn, variables, split, batch_size,
+                                       mesh)
+  return predictions
 
 
 def comparison_rows(run_dirs):
@@ -201,8 +207,9 @@ def write_report(run_dirs, out_dir, data_source=None, data_dir=None):
     if data_dir:
       data_config.dir = data_dir
     test = input_pipeline.load_splits(data_config)['test']
-    _, variables = checkpointing.restore_variables(run_dir, which='best')
-    cm = confusion_matrix(test.labels, predict(config, variables, test))
+    _, variables = run_dir_lib.restore_variables(run_dir, 'best')
+    cm = confusion_matrix(test.labels,
+                          test_predictions(config, variables, test))
     _plot_confusion(cm, f'{name}: test confusion (row-normalised)',
                     os.path.join(out_dir, f'{name}_confusion.png'))
     with open(os.path.join(out_dir, f'{name}_per_class.csv'), 'w',
@@ -223,6 +230,7 @@ def write_report(run_dirs, out_dir, data_source=None, data_dir=None):
   return rows
 
 
+@errors.exit_on_user_error
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('runs', nargs='+', help='run directories')

@@ -20,11 +20,13 @@ import dataclasses
 import math
 
 from absl import app
+from absl import flags
 from ml_collections import config_flags
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bonnkd import errors
 from bonnkd import layers
 from bonnkd import models
 
@@ -140,8 +142,10 @@ def format_table(costs: Sequence[LayerCost]) -> str:
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, optionally with a preset: file.py:preset.')
+flags.mark_flags_as_required(['config'])
 
 
+@errors.exit_on_user_error
 def main(argv):
   del argv
   model = models.create_model(_CONFIG.value.model)
@@ -149,4 +153,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=errors.parse_flags)

@@ -4,16 +4,22 @@ import io
 import json
 import os
 import pickle
+import subprocess
+import sys
 import tarfile
 
 import jax
 import numpy as np
 import pytest
 
+from bonnkd import config_lib
+from bonnkd import input_pipeline
+
 # Compile fast: these tests check behaviour, not speed.
 jax.config.update('jax_disable_most_optimizations', True)
 
 REAL_DATA_ENV = 'BONNKD_CIFAR10_DIR'
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def synthetic_cifar(num_train: int, num_test: int, seed: int = 0):
@@ -46,6 +52,33 @@ def write_cifar_tarball(path, train, test):
     for i, idx in enumerate(np.array_split(np.arange(len(train[1])), 5)):
       add(tar, f'data_batch_{i + 1}', train[0][idx], train[1][idx])
     add(tar, 'test_batch', *test)
+  return path
+
+
+def write_cifar_binary_archive(path, train, test):
+  """Writes the official cifar-10-binary.tar.gz (what tfds downloads).
+
+  Each record is 1 label byte + 3,072 pixel bytes (the R, G, B planes of
+  32x32), in data_batch_1..5.bin and test_batch.bin under
+  cifar-10-batches-bin/, with the class names in batches.meta.txt.
+  """
+
+  def add(tar, name, blob):
+    info = tarfile.TarInfo(f'cifar-10-batches-bin/{name}')
+    info.size = len(blob)
+    tar.addfile(info, io.BytesIO(blob))
+
+  def records(images, labels):
+    planes = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+    return np.concatenate([labels.astype(np.uint8)[:, None], planes],
+                          axis=1).tobytes()
+
+  with tarfile.open(path, 'w:gz') as tar:
+    for i, idx in enumerate(np.array_split(np.arange(len(train[1])), 5)):
+      add(tar, f'data_batch_{i + 1}.bin', records(train[0][idx], train[1][idx]))
+    add(tar, 'test_batch.bin', records(*test))
+    add(tar, 'batches.meta.txt',
+        ('\n'.join(input_pipeline.CLASS_NAMES) + '\n').encode())
   return path
 
 
@@ -89,13 +122,7 @@ def tiny_config(data_path: str, config_name: str = 'phase1_bonn_wrn',
   config.data.train_limit = -1
   config.data.eval_limit = -1
   config.tensorboard = False
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return config_lib.override(config, overrides.items())
 
 
 def read_json(path):
@@ -107,3 +134,19 @@ def read_metrics(workdir):
   """The records of a run's metrics.jsonl."""
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     return [json.loads(line) for line in f]
+
+
+def start_launch(workdir, data, *extra):
+  """Starts ``launch.py`` on the phase-1 smoke preset and the synthetic data.
+
+  500 train images / batch 32 = 15 steps an epoch. Returns the Popen; its
+  stdout holds stderr too.
+  """
+  cmd = [sys.executable, 'launch.py',
+         '--config', 'configs/phase1_bonn_wrn.py:smoke',
+         '--workdir', str(workdir),
+         '--config.data.source=tarball', f'--config.data.dir={data}',
+         '--config.data.train_limit=-1', '--config.data.num_val=100', *extra]
+  return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True,
+                          env=dict(os.environ, JAX_PLATFORMS='cpu'))

@@ -1,13 +1,25 @@
 """Configs: presets resolve, bad values fail early with the key named."""
 
+import functools
+import glob
+import os
+
+import jax
+import jax.numpy as jnp
 import pytest
 
 from bonnkd import config_lib
+from bonnkd import errors
+from bonnkd import models
+from bonnkd import teacher as teacher_lib
+from bonnkd import train
+from bonnkd import train_state
 from configs import phase1_bonn_wrn
 from configs import phase2_kd_student
 from configs import teacher_resnet18
 
 CONFIGS = (phase1_bonn_wrn, teacher_resnet18, phase2_kd_student)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize('module', CONFIGS)
@@ -16,21 +28,21 @@ def test_presets_validate(module, preset):
   config = module.get_config(preset)
   if config.kd.enabled:
     config.kd.teacher_workdir = '/some/run'
-  config_lib.validate(config)
+  train.validate_config(config)
 
 
 def test_kd_needs_a_teacher_and_valid_alpha():
   config = phase2_kd_student.get_config('smoke')
   with pytest.raises(ValueError, match='kd.teacher_workdir'):
-    config_lib.validate(config)
+    train.validate_config(config)
   config.kd.teacher_workdir = '/some/run'
   config.kd.alpha = 1.5
   with pytest.raises(ValueError, match='kd.alpha=1.5'):
-    config_lib.validate(config)
+    train.validate_config(config)
   config.kd.alpha = 0.5
   config.kd.temperature = 0.0
   with pytest.raises(ValueError, match='kd.temperature'):
-    config_lib.validate(config)
+    train.validate_config(config)
 
 
 def test_default_preset_is_bonn_setting():
@@ -67,14 +79,14 @@ def test_invalid_values_name_the_key(key, value, message):
     node = node[p]
   node[leaf] = value
   with pytest.raises(ValueError, match=message):
-    config_lib.validate(config)
+    train.validate_config(config)
 
 
 def test_batch_size_must_divide_over_devices():
   config = phase1_bonn_wrn.get_config('smoke')
   config.batch_size = 30
   with pytest.raises(ValueError, match='batch_size=30.*device count \\(4\\)'):
-    config_lib.validate(config, num_devices=4)
+    train.validate_config(config, num_devices=4)
 
 
 def test_folder_source_needs_a_dir():
@@ -82,10 +94,83 @@ def test_folder_source_needs_a_dir():
   config.data.source = 'folder'
   config.data.dir = ''
   with pytest.raises(ValueError, match='data.dir'):
-    config_lib.validate(config)
+    train.validate_config(config)
 
 
 def test_steps_per_epoch_drops_last_partial_batch():
   assert config_lib.steps_per_epoch(45000, 128) == 351
   config = phase1_bonn_wrn.get_config('cpu')
   assert config_lib.num_train_steps(config, 45000) == 11 * 351
+
+
+def test_override_parses_values_by_the_fields_type():
+  config = phase1_bonn_wrn.get_config('smoke')
+  new = config_lib.override(config, [
+      'data.flip=False', 'tensorboard=false', 'optim.lr=1', 'model.width=3',
+      'model.binarize=inner', 'optim.nesterov=0'])
+  # bool('False') would be True: booleans are parsed, not cast.
+  assert new.data.flip is False and new.tensorboard is False
+  assert new.optim.nesterov is False
+  assert new.optim.lr == 1.0 and isinstance(new.optim.lr, float)
+  assert new.model.width == 3 and new.model.binarize == 'inner'
+  assert config.data.flip is True  # The input config is left as it was.
+  student = config_lib.override(phase2_kd_student.get_config('smoke'),
+                                ['model.widths=(4, 8)', 'kd.enabled=True'])
+  assert tuple(student.model.widths) == (4, 8)
+  assert config_lib.override(config, [('model.depth', 16)]).model.depth == 16
+
+
+@pytest.mark.parametrize('item,message', [
+    ('data.flip=maybe', 'data.flip.*boolean'),
+    ('optim.lr=fast', 'optim.lr.*float'),
+    ('model.width=2.5', 'model.width.*int'),
+    ('optim.learning_rate=0.1', "no field 'optim.learning_rate'"),
+    ('model.depth', 'key=value'),
+])
+def test_override_rejects_unknown_keys_and_wrong_types(item, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    config_lib.override(phase1_bonn_wrn.get_config('smoke'), [item])
+
+
+def test_load_reads_a_file_and_preset_and_names_bad_ones(tmp_path):
+  config = config_lib.load('configs/phase1_bonn_wrn.py:cpu')
+  assert config == phase1_bonn_wrn.get_config('cpu')
+  with pytest.raises(errors.ConfigError, match="Unknown preset 'gpu'"):
+    config_lib.load('configs/phase1_bonn_wrn.py:gpu')
+  with pytest.raises(errors.ConfigError, match='does not exist'):
+    config_lib.load(str(tmp_path / 'nope.py'))
+
+
+CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, 'configs', '[!_]*.py')))
+
+
+@pytest.mark.parametrize('preset', config_lib.PRESETS)
+@pytest.mark.parametrize('path', CONFIG_FILES, ids=os.path.basename)
+def test_every_preset_builds_and_its_train_step_traces(path, preset):
+  # Every config file x preset: validated, and init plus one train step
+  # traced abstractly (jax.eval_shape: no compile, no FLOPs), so the
+  # accelerator presets cannot rot while CI trains only smoke ones.
+  config = config_lib.load(f'{path}:{"" if preset == "default" else preset}')
+  teacher = None
+  if config.kd.enabled:
+    config.kd.teacher_workdir = '/a/teacher/run'
+    teacher_config = teacher_resnet18.get_config(
+        '' if preset == 'default' else preset)
+    teacher_model = models.create_model(teacher_config.model)
+    teacher = teacher_lib.Teacher(
+        model=teacher_model, config=teacher_config, step=0,
+        variables=jax.eval_shape(lambda: teacher_model.init(
+            jax.random.key(0), jnp.zeros((1, 32, 32, 3)))))
+  train.validate_config(config)
+  state = train_state.abstract_train_state(config)
+  images = jax.ShapeDtypeStruct((config.batch_size, 32, 32, 3), jnp.uint8)
+  labels = jax.ShapeDtypeStruct((config.batch_size,), jnp.int32)
+  new_state, metrics = jax.eval_shape(
+      functools.partial(train.train_step, rng=jax.random.key(0),
+                        config=config, teacher=teacher),
+      state, images, labels, teacher.variables if teacher else None)
+  assert jax.tree.structure(new_state.params) == jax.tree.structure(
+      state.params)
+  expected = {'loss', 'accuracy'} | (
+      {'kd_loss', 'kl', 'agreement'} if teacher else set())
+  assert set(metrics) == expected

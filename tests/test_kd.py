@@ -38,8 +38,8 @@ def test_student_distils_from_frozen_teacher(teacher_dir, cifar_tarball,
                            workdir)
   after = teacher_lib.load_teacher(teacher_dir)
   assert after.step == before.step
-  for a, b in zip(jax.tree_util.tree_leaves(before.variables),
-                  jax.tree_util.tree_leaves(after.variables)):
+  for a, b in zip(jax.tree.leaves(before.variables),
+                  jax.tree.leaves(after.variables)):
     np.testing.assert_array_equal(a, b)
 
   records = read_metrics(workdir)
@@ -54,17 +54,22 @@ def test_student_distils_from_frozen_teacher(teacher_dir, cifar_tarball,
   assert final['distilled'] is True
 
 
-def test_alpha_one_equals_training_on_labels_alone(teacher_dir, cifar_tarball,
+def test_alpha_one_equals_training_on_smoothed_labels_alone(teacher_dir, cifar_tarball,
                                                    tmp_path):
   # L_KD with alpha = 1 is the cross-entropy: same student, same batches.
+  # With label smoothing on both, which KD applies to its CE term (were it
+  # ignored with KD, the parameters would differ).
+  smoothing = {'optim.label_smoothing': 0.2}
   kd = train.train_and_evaluate(
-      student_config(cifar_tarball[0], teacher_dir, **{'kd.alpha': 1.0}),
+      student_config(cifar_tarball[0], teacher_dir,
+                     **{'kd.alpha': 1.0, **smoothing}),
       str(tmp_path / 'kd'))
   alone = train.train_and_evaluate(
-      student_config(cifar_tarball[0], teacher_dir, **{'kd.enabled': False}),
+      student_config(cifar_tarball[0], teacher_dir,
+                     **{'kd.enabled': False, **smoothing}),
       str(tmp_path / 'alone'))
-  for a, b in zip(jax.tree_util.tree_leaves(kd.params),
-                  jax.tree_util.tree_leaves(alone.params)):
+  for a, b in zip(jax.tree.leaves(kd.params),
+                  jax.tree.leaves(alone.params)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 

@@ -13,9 +13,12 @@ def np_log_softmax(z):
   return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
-def np_kd_loss(s, t, y, alpha, temp):
+def np_kd_loss(s, t, y, alpha, temp, smoothing=0.0):
   s, t = s.astype(np.float64), t.astype(np.float64)
-  ce = -np_log_softmax(s)[np.arange(len(y)), y].mean()
+  # Smoothed one-hot: 1 - eps on the label, plus eps / K on every class.
+  targets = np.full(s.shape, smoothing / s.shape[-1])
+  targets[np.arange(len(y)), y] += 1.0 - smoothing
+  ce = -(targets * np_log_softmax(s)).sum(-1).mean()
   log_p, log_q = np_log_softmax(t / temp), np_log_softmax(s / temp)
   kl = (np.exp(log_p) * (log_p - log_q)).sum(-1).mean()
   return alpha * ce + (1 - alpha) * temp**2 * kl, ce, kl
@@ -29,12 +32,13 @@ def logits(seed, n=8, k=10, scale=3.0):
 LABELS = np.array([0, 1, 2, 3, 4, 5, 6, 9])
 
 
-@pytest.mark.parametrize('alpha,temp', [(0.5, 4.0), (0.1, 1.0), (0.9, 2.5)])
-def test_matches_numpy_reference(alpha, temp):
+@pytest.mark.parametrize('alpha,temp,smoothing', [
+    (0.5, 4.0, 0.0), (0.1, 1.0, 0.0), (0.9, 2.5, 0.0), (0.5, 4.0, 0.1)])
+def test_matches_numpy_reference(alpha, temp, smoothing):
   s, t = logits(0), logits(1)
-  loss, aux = jax.jit(losses.kd_loss, static_argnums=(3, 4))(
-      s, t, LABELS, alpha, temp)
-  ref, ce, kl = np_kd_loss(s, t, LABELS, alpha, temp)
+  loss, aux = jax.jit(losses.kd_loss, static_argnums=(3, 4, 5))(
+      s, t, LABELS, alpha, temp, smoothing)
+  ref, ce, kl = np_kd_loss(s, t, LABELS, alpha, temp, smoothing)
   np.testing.assert_allclose(loss, ref, rtol=1e-5)
   np.testing.assert_allclose(aux['ce'], ce, rtol=1e-5)
   np.testing.assert_allclose(aux['kl'], kl, rtol=1e-5)

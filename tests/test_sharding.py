@@ -1,4 +1,4 @@
-"""Data parallelism: 4 fake CPU devices give the same training as 1."""
+"""Data parallelism: the compiled steps on 4 fake CPU devices train as on 1."""
 
 import os
 import subprocess
@@ -8,35 +8,27 @@ import textwrap
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = textwrap.dedent('''
-    import functools
     import jax
     import numpy as np
-    from bonnkd import models, train
+    from bonnkd import config_lib, train
     from configs import phase1_bonn_wrn
 
     assert jax.device_count() == 4, jax.devices()
     jax.config.update('jax_disable_most_optimizations', True)
-    config = phase1_bonn_wrn.get_config('smoke')
-    model = models.WideResNet(10, 1, binarize='inner', binarize_what='both')
+    config = config_lib.override(phase1_bonn_wrn.get_config('smoke'), [
+        'model.binarize=inner', 'model.binarize_what=both'])
     rng = np.random.default_rng(0)
     batches = [(rng.integers(0, 256, (32, 32, 32, 3), np.uint8),
                 rng.integers(0, 10, (32,), np.int32)) for _ in range(3)]
 
     def run(devices):
-      mesh = train.DataParallelMesh(devices)
-      tx = train.create_optimizer(config, lambda step: 0.05)
-      state = jax.jit(functools.partial(train.create_train_state, model=model,
-                                        tx=tx),
-                      out_shardings=mesh.replicated)(jax.random.key(0))
-      step = jax.jit(functools.partial(train.train_step,
-                                       rng=jax.random.key(1), config=config),
-                     in_shardings=(mesh.replicated, mesh.batch, mesh.batch),
-                     out_shardings=(mesh.replicated, mesh.replicated))
-      with jax.set_mesh(mesh.mesh):
+      setup = train.setup(config, num_train_examples=3200, devices=devices)
+      state = setup.state
+      with jax.set_mesh(setup.mesh.mesh):
         for images, labels in batches:
-          images, labels = mesh.put_batch(images, labels)
+          images, labels = setup.mesh.put_batch(images, labels)
           shards = len({s.device for s in images.addressable_shards})
-          state, metrics = step(state, images, labels)
+          state, metrics = setup.train_step(state, images, labels)
       return state, metrics, shards
 
     one, m1, shards1 = run(jax.devices()[:1])
@@ -44,8 +36,8 @@ SCRIPT = textwrap.dedent('''
     assert (shards1, shards4) == (1, 4), (shards1, shards4)
     diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
              for a, b in zip(
-        jax.tree_util.tree_leaves((one.params, one.batch_stats)),
-        jax.tree_util.tree_leaves((four.params, four.batch_stats)))]
+        jax.tree.leaves((one.params, one.batch_stats)),
+        jax.tree.leaves((four.params, four.batch_stats)))]
     print('MAXDIFF', max(diffs), float(m1['loss']), float(m4['loss']))
 ''')
 

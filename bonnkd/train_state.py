@@ -1,0 +1,92 @@
+"""The train state of a run: model variables, optimizer and its schedule.
+
+What a checkpoint holds is exactly a :class:`TrainState`
+(``step``, ``params``, ``batch_stats``, ``opt_state``), so the abstract state
+of a config (:func:`abstract_train_state`, shapes and dtypes only, with the
+placement asked for) is the target every restore hands to orbax: a
+checkpoint written on a TPU slice restores onto one CPU, and back.
+"""
+
+from typing import Any
+
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import optax
+
+from bonnkd import config_lib
+from bonnkd import models
+
+__all__ = ['TrainState', 'learning_rate_fn', 'create_optimizer',
+           'create_train_state', 'abstract_train_state', 'IMAGE_SHAPE']
+
+IMAGE_SHAPE = (32, 32, 3)
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any = None
+
+
+def learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
+  """Linear warmup from 0 to ``optim.lr``, then cosine decay to 0."""
+  total = config_lib.num_train_steps(config,
+                                     steps_per_epoch * config.batch_size)
+  warmup = int(config.optim.warmup_epochs * steps_per_epoch)
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=config.optim.lr, warmup_steps=warmup,
+      decay_steps=max(total, warmup + 1), end_value=0.0)
+
+
+def _decay_mask(params):
+  """Weight decay on conv and dense kernels only (not BN, biases, scales)."""
+  return jax.tree.map_with_path(
+      lambda path, _: path[-1].key == 'kernel', params)
+
+
+def create_optimizer(config, schedule: optax.Schedule):
+  """SGD with (Nesterov) momentum and L2 weight decay on the kernels.
+
+  The decay ``wd * w`` is added to the gradient before momentum (classic
+  coupled L2, as in the WRN and ResNet CIFAR recipes), not decoupled as in
+  AdamW; BatchNorm scales, biases and modulation vectors are not decayed.
+  """
+  return optax.chain(
+      optax.add_decayed_weights(config.optim.weight_decay, mask=_decay_mask),
+      optax.sgd(schedule, momentum=config.optim.momentum,
+                nesterov=config.optim.nesterov),
+  )
+
+
+def create_train_state(rng, model, tx,
+                       image_shape=IMAGE_SHAPE) -> TrainState:
+  variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32),
+                         train=False)
+  return TrainState.create(apply_fn=model.apply, params=variables['params'],
+                           batch_stats=variables.get('batch_stats', {}),
+                           tx=tx)
+
+
+def abstract_train_state(config, sharding=None) -> TrainState:
+  """The state of ``config``'s model and optimizer, as shapes and dtypes.
+
+  Args:
+    config: a run's config (``config.model``, ``config.optim``).
+    sharding: placement of every leaf (e.g. a mesh's replicated sharding);
+      None places them on this process's first local device (orbax needs
+      a placement valid here: without one it reuses the saving run's, which
+      fails on other devices).
+
+  Returns:
+    A TrainState of ``jax.ShapeDtypeStruct`` leaves: the target orbax
+    restores onto, whatever devices wrote the checkpoint.
+  """
+  if sharding is None:
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  model = models.create_model(config.model)
+  # The schedule's values do not change the optimizer state's structure.
+  tx = create_optimizer(config, learning_rate_fn(config, steps_per_epoch=1))
+  shapes = jax.eval_shape(
+      lambda: create_train_state(jax.random.key(0), model, tx))
+  return jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+      shapes)

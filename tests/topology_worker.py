@@ -1,0 +1,79 @@
+"""Runs one step of tests/test_portability.py in a process of its own.
+
+  XLA_FLAGS=--xla_force_host_platform_device_count=4 \
+    python -m tests.topology_worker ACTION DATA WORKDIR [OTHER]
+
+The device count of a process is fixed when JAX starts, so each topology
+gets its own process. Actions:
+
+* ``train``: a whole 2-epoch phase-1 smoke run in WORKDIR;
+* ``interrupt``: a 3-epoch run stopped at step 20 (checkpoint at 15);
+* ``resume``: the same command again: finishes the 3-epoch run;
+* ``use``: inspect and report the finished run WORKDIR here, and train a
+  1-epoch student with it as the teacher in OTHER.
+"""
+
+import json
+import os
+import sys
+
+import jax
+
+from bonnkd import inspect as bonnkd_inspect
+from bonnkd import input_pipeline
+from bonnkd import report
+from bonnkd import train
+from tests.conftest import tiny_config
+
+jax.config.update('jax_disable_most_optimizations', True)
+
+
+class Interrupt(Exception):
+  pass
+
+
+def interrupt(config, workdir, at_step=20):
+  real_batch = input_pipeline.train_batch
+
+  def dying_batch(split, step, *args, **kwargs):
+    if step == at_step:
+      raise Interrupt
+    return real_batch(split, step, *args, **kwargs)
+
+  input_pipeline.train_batch = dying_batch
+  try:
+    train.train_and_evaluate(config, workdir)
+  except Interrupt:
+    pass
+  finally:
+    input_pipeline.train_batch = real_batch
+
+
+def use(data, workdir, student_dir):
+  """What another machine does with a finished run: inspect, report, teach."""
+  text = bonnkd_inspect.describe(workdir)
+  rows = report.write_report([workdir], os.path.join(student_dir + '_report'))
+  config = tiny_config(data, 'phase2_kd_student', num_epochs=1.0,
+                       **{'kd.teacher_workdir': workdir})
+  train.train_and_evaluate(config, student_dir)
+  print('RESULT', json.dumps({'inspect': text.splitlines()[1],
+                              'report_test_accuracy': rows[0]['test_accuracy'],
+                              'devices': jax.device_count()}))
+
+
+def main(action, data, workdir, other=''):
+  if action == 'train':
+    train.train_and_evaluate(tiny_config(data, num_epochs=2.0), workdir)
+  elif action == 'interrupt':
+    interrupt(tiny_config(data, num_epochs=3.0), workdir)
+  elif action == 'resume':
+    train.train_and_evaluate(tiny_config(data, num_epochs=3.0), workdir)
+  elif action == 'use':
+    use(data, workdir, other)
+  else:
+    raise ValueError(action)
+  print('DEVICES', jax.device_count())
+
+
+if __name__ == '__main__':
+  main(*sys.argv[1:])
