@@ -91,8 +91,8 @@ _HOW_TO_SET = (
     '--config.data.source=folder --config.data.dir=PATH/cifar10-jpeg '
     '(split/class/image tree), or --config.data.source=tarball '
     '--config.data.dir=PATH/cifar-10-python.tar.gz, or '
-    '--config.data.source=tfds with internet access or a prepared '
-    'config.data.dir (tfds data_dir).'
+    '--config.data.source=tfds with internet access or a config.data.dir '
+    '(tfds data_dir) prepared offline by python -m bonnkd.prepare_tfds.'
 )
 
 
