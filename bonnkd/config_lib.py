@@ -98,6 +98,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.kd.alpha = 0.5
   config.kd.temperature = 4.0
 
+  # Running the command of a finished run again reports its final.json and
+  # changes nothing; True evaluates the best checkpoint again and rewrites it.
+  config.force_final_eval = False
+
   config.log_every_steps = 50
   config.eval_every_epochs = 1
   # Written to TensorBoard events as well as metrics.jsonl.

@@ -17,7 +17,8 @@ from collections.abc import Callable
 import functools
 import sys
 
-__all__ = ['UserError', 'ConfigError', 'NotARunError', 'exit_on_user_error',
+__all__ = ['UserError', 'ConfigError', 'NotARunError', 'StorageError',
+           'exit_on_user_error',
            'parse_flags']
 
 
@@ -31,6 +32,10 @@ class ConfigError(UserError, ValueError):
 
 class NotARunError(UserError, FileNotFoundError):
   """A path that should be a bonnkd run directory (or checkpoint) is not."""
+
+
+class StorageError(UserError, OSError):
+  """A file could not be written (full disk, permissions); nothing is lost."""
 
 
 def exit_on_user_error(main: Callable[..., int | None]) -> Callable[..., int]:

@@ -4,8 +4,9 @@ Three sources, chosen by ``config.data.source``:
 
 * ``'tfds'``    -- ``tfds.load('cifar10')`` (downloads where there is
                    internet; ``config.data.dir`` is the tfds data_dir);
-* ``'folder'``  -- a ``split/class/image`` tree read with
-                   ``tfds.ImageFolder`` (e.g. a JPEG copy of CIFAR-10);
+* ``'folder'``  -- a ``split/class/image`` tree, the layout
+                   ``tfds.ImageFolder`` reads (e.g. a JPEG copy of CIFAR-10),
+                   decoded file by file so that a bad file is named;
 * ``'tarball'`` -- the official ``cifar-10-python.tar.gz``, for offline
                    clusters (``config.data.dir`` is the file's path).
 
@@ -18,7 +19,9 @@ inside the jitted step (:mod:`bonnkd.augment`), so two host cores are not
 spent on it.
 
 The validation split is ``num_val`` train images drawn by ``split_seed``; the
-test split is only read for the final numbers.
+test split is only read for the final numbers. Every split is checked on
+load: all ten classes present, every image 32x32 RGB; a file that does not
+decode is named (:class:`DataError`).
 """
 
 from collections.abc import Iterator
@@ -38,6 +41,7 @@ __all__ = [
     'SOURCES',
     'Split',
     'DataNotFoundError',
+    'DataError',
     'validate_config',
     'load_splits',
     'train_batch',
@@ -53,6 +57,10 @@ SOURCES = ('tfds', 'folder', 'tarball')
 
 class DataNotFoundError(errors.UserError, FileNotFoundError):
   """No CIFAR-10 could be read or downloaded; says which config keys to set."""
+
+
+class DataError(errors.UserError):
+  """The data is there but damaged or incomplete (names the file or class)."""
 
 
 def validate_config(data_config) -> None:
@@ -110,29 +118,63 @@ def _load_tfds(data_dir: str) -> dict[str, Split]:
           'test': Split(test_x, test_y.astype(np.int32))}
 
 
+def _decode_image(path: str, tf) -> np.ndarray:
+  """One image file as uint8 (32, 32, 3); grayscale is converted to RGB.
+
+  Decoded by TensorFlow, as ``tfds.ImageFolder`` does (PIL's JPEG decoder
+  gives slightly different pixels).
+
+  Raises:
+    DataError: the file does not decode, or is not 32x32 (names both).
+  """
+  try:
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3,
+                               expand_animations=False).numpy()
+  except tf.errors.OpError as e:
+    message = str(e).strip().splitlines()[0][:200] if str(e).strip() else ''
+    raise DataError(f'{path} is not a readable image ({message}).') from e
+  if image.shape != (32, 32, 3):
+    raise DataError(
+        f'{path} is {image.shape[1]}x{image.shape[0]} with {image.shape[2]} '
+        'channels; CIFAR-10 images are 32x32 RGB (grayscale is converted).')
+  return image
+
+
 def _load_folder(root: str) -> dict[str, Split]:
+  """Reads ``root/{train,test}/<class>/*``, every class in every split.
+
+  Files are visited in the order of their paths, so that the order, and
+  hence the val split, is the same on every file system.
+  """
   missing = [s for s in ('train', 'test')
              if not os.path.isdir(os.path.join(root, s))]
   if missing:
     raise DataNotFoundError(
         f'config.data.dir={root!r} has no {missing} folder(s) of the form '
         f'split/class/image. {_HOW_TO_SET}')
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  builder = tfds.ImageFolder(root)
-  names = tuple(builder.info.features['label'].names)
-  if names != CLASS_NAMES:
-    raise DataNotFoundError(
-        f'Class folders under {root!r} are {names}, expected the CIFAR-10 '
-        f'classes {CLASS_NAMES}.')
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   splits = {}
   for split in ('train', 'test'):
-    ds = builder.as_dataset(split=split, batch_size=-1, shuffle_files=False)
-    data = tfds.as_numpy(ds)
-    # Directory listing order depends on the file system: sort by file name
-    # so that the order, and hence the val split, is the same everywhere.
-    order = np.argsort(data['image/filename'], kind='stable')
-    splits[split] = Split(np.asarray(data['image'][order], np.uint8),
-                          data['label'][order].astype(np.int32))
+    split_dir = os.path.join(root, split)
+    found = sorted(d for d in os.listdir(split_dir)
+                   if os.path.isdir(os.path.join(split_dir, d)))
+    if tuple(found) != CLASS_NAMES:
+      absent = [c for c in CLASS_NAMES if c not in found]
+      extra = [c for c in found if c not in CLASS_NAMES]
+      raise DataError(
+          f'{split_dir} must hold one folder per CIFAR-10 class; '
+          + (f'missing: {absent}' if absent else '')
+          + ('; ' if absent and extra else '')
+          + (f'unexpected: {extra}' if extra else '') + '.')
+    paths, labels = [], []
+    for label, name in enumerate(CLASS_NAMES):
+      files = sorted(os.listdir(os.path.join(split_dir, name)))
+      if not files:
+        raise DataError(f'{os.path.join(split_dir, name)} holds no image.')
+      paths += [os.path.join(split_dir, name, f) for f in files]
+      labels += [label] * len(files)
+    images = np.stack([_decode_image(p, tf) for p in paths])
+    splits[split] = Split(images, np.asarray(labels, np.int32))
   return splits
 
 
@@ -162,6 +204,29 @@ def _load_tarball(path: str) -> dict[str, Split]:
   }
 
 
+def _check_split(split: Split, name: str, source: str) -> None:
+  """Every image uint8 32x32x3, every label a class id, every class there.
+
+  Raises:
+    DataError: naming the split, the source and what is wrong.
+  """
+  if split.images.shape[1:] != (32, 32, 3) or split.images.dtype != np.uint8:
+    raise DataError(
+        f'The {name} split of {source} has images of shape '
+        f'{split.images.shape[1:]} and dtype {split.images.dtype}; expected '
+        'uint8 (32, 32, 3).')
+  if len(split.labels) != len(split.images):
+    raise DataError(f'The {name} split of {source} has {len(split.images)} '
+                    f'images but {len(split.labels)} labels.')
+  counts = np.bincount(split.labels, minlength=len(CLASS_NAMES)) if len(
+      split.labels) and split.labels.min() >= 0 else None
+  if counts is None or len(counts) != len(CLASS_NAMES):
+    raise DataError(f'The {name} split of {source} has labels outside 0..9.')
+  if absent := [CLASS_NAMES[c] for c in np.flatnonzero(counts == 0)]:
+    raise DataError(f'The {name} split of {source} has no image of class '
+                    f'{absent}.')
+
+
 def split_train_val(train: Split, num_val: int, seed: int):
   """Holds ``num_val`` images out of train, chosen by a seeded permutation."""
   if num_val >= len(train):
@@ -187,6 +252,8 @@ def load_splits(data_config) -> dict[str, Split]:
   loader = {'tfds': _load_tfds, 'folder': _load_folder,
             'tarball': _load_tarball}[data_config.source]
   raw = loader(data_config.dir)
+  for name, split in raw.items():
+    _check_split(split, name, f'{data_config.source}:{data_config.dir}')
   train, val = split_train_val(raw['train'], data_config.num_val,
                                data_config.split_seed)
   return {

@@ -15,6 +15,7 @@ from typing import Any
 
 from absl import logging
 
+from bonnkd import errors
 from bonnkd import run_dir
 
 __all__ = ['MetricsLog', 'read_jsonl', 'METRICS_FILE']
@@ -22,11 +23,28 @@ __all__ = ['MetricsLog', 'read_jsonl', 'METRICS_FILE']
 METRICS_FILE = run_dir.METRICS_FILE
 
 
-def read_jsonl(path: str) -> list[dict[str, Any]]:
+def _parse_lines(path: str):
+  """(records, number of lines that were not a JSON record)."""
   if not os.path.exists(path):
-    return []
+    return [], 0
+  records, bad = [], 0
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        # A line cut short by a full disk or a killed process.
+        logging.warning('%s:%d is not a JSON record; skipped: %r', path,
+                        number, line[:80])
+        bad += 1
+  return records, bad
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+  """The records of a metrics.jsonl; lines cut short are skipped, warned."""
+  return _parse_lines(path)[0]
 
 
 class MetricsLog:
@@ -45,17 +63,25 @@ class MetricsLog:
                tensorboard: bool = True, is_main: bool = True):
     self.path = os.path.join(workdir, METRICS_FILE)
     self.is_main = is_main
-    records = read_jsonl(self.path)
+    records, bad_lines = _parse_lines(self.path)
     # The test record is written once training ends; a rerun writes it anew.
     kept = [r for r in records
             if r['step'] <= resume_step and r['split'] != 'test']
     self.elapsed_offset = max((r.get('elapsed_s', 0.0) for r in kept),
                               default=0.0)
-    if is_main and len(kept) != len(records):
+    self._records = {(r['step'], r['split']): r for r in kept}
+    if is_main and (len(kept) != len(records) or bad_lines):
       logging.info('Resuming at step %d: dropping %d records past it.',
                    resume_step, len(records) - len(kept))
-      with open(self.path, 'w') as f:
-        f.writelines(json.dumps(r) + '\n' for r in kept)
+      # Atomically: a full disk here leaves the old file, not half of it.
+      tmp = self.path + '.tmp'
+      try:
+        with open(tmp, 'w') as f:
+          f.writelines(json.dumps(r) + '\n' for r in kept)
+        os.replace(tmp, self.path)
+      except OSError as e:
+        raise errors.StorageError(
+            f'Could not rewrite {self.path}: {e}. It is unchanged.') from e
     self._start = time.time()
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
     self.writer = metric_writers.create_default_writer(
@@ -73,12 +99,23 @@ class MetricsLog:
               'split': split, **{k: float(v) for k, v in metrics.items()},
               'wall_time': time.time(), 'elapsed_s': round(self.elapsed_s, 2)}
     if self.is_main:
-      with open(self.path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
+      try:
+        with open(self.path, 'a') as f:
+          f.write(json.dumps(record) + '\n')
+      except OSError as e:
+        raise errors.StorageError(
+            f'Could not append to {self.path}: {e}. The records and '
+            'checkpoints written before are kept; free space and run the '
+            'same command to resume.') from e
+    self._records[(record['step'], split)] = record
     self.writer.write_scalars(
         step, {f'{split}_{k}': v for k, v in metrics.items()
                if math.isfinite(v)})
     return record
+
+  def logged(self, step: int, split: str) -> dict[str, Any] | None:
+    """The record of ``(step, split)`` in this run's log, if any."""
+    return self._records.get((int(step), split))
 
   def flush(self):
     self.writer.flush()

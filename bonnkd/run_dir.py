@@ -6,7 +6,7 @@
       config.json              the resolved config          (CONFIG_FILE)
       metrics.jsonl            one JSON record a line       (METRICS_FILE)
       events.out.tfevents.*    the same scalars, TensorBoard
-      checkpoints/<step>/      orbax: latest and best by val (CHECKPOINT_DIR)
+      checkpoints/<step>/      orbax: 2 latest, best by val (CHECKPOINT_DIR)
       final.json               val/test of the best checkpoint (FINAL_FILE)
 
 Everything that reads a run (the trainer when it resumes, a teacher, ``python
@@ -27,13 +27,20 @@ from bonnkd import errors
 from bonnkd import train_state
 
 __all__ = ['CONFIG_FILE', 'METRICS_FILE', 'FINAL_FILE', 'CHECKPOINT_DIR',
-           'resolve', 'read_config', 'write_config', 'read_final',
-           'write_json', 'restore_state', 'restore_variables']
+           'resolve', 'read_config', 'write_config', 'check_same_run',
+           'read_final', 'write_json', 'restore_state', 'restore_variables']
 
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
 FINAL_FILE = 'final.json'
 CHECKPOINT_DIR = checkpointing.CHECKPOINT_DIR
+
+# Config keys that may differ when a run is resumed: where the data and the
+# teacher are on this machine, how the run logs and evaluates, and the conv
+# lowering (the same math).
+RESUMABLE_CHANGES = ('data.source', 'data.dir', 'kd.teacher_workdir',
+                     'eval_batch_size', 'log_every_steps', 'tensorboard',
+                     'force_final_eval', 'model.conv_impl')
 
 
 def resolve(path: str) -> str:
@@ -66,11 +73,54 @@ def read_config(run_dir: str) -> ml_collections.ConfigDict:
 
 
 def write_json(path: str, obj) -> None:
-  """Writes ``obj`` as JSON atomically (a crash leaves the old file)."""
+  """Writes ``obj`` as JSON atomically (a crash leaves the old file).
+
+  Raises:
+    errors.StorageError: the disk is full or not writable.
+  """
   tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'w') as f:
+      json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+  except OSError as e:
+    raise errors.StorageError(
+        f'Could not write {path}: {e}. The files written before are kept.'
+    ) from e
+
+
+def _flatten(tree, prefix=''):
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def check_same_run(run_dir: str, config) -> None:
+  """Checks that ``config`` continues the run already in ``run_dir``.
+
+  Raises:
+    errors.ConfigError: the run directory holds a run of another config
+      (names the keys that differ; those in RESUMABLE_CHANGES may).
+  """
+  if not os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
+    return
+  saved = _flatten(read_config(run_dir).to_dict())
+  # Through JSON, as config.json was written: tuples become lists.
+  wanted = _flatten(json.loads(json.dumps(config.to_dict())))
+  differ = sorted(k for k in set(saved) | set(wanted)
+                  if saved.get(k) != wanted.get(k)
+                  and k not in RESUMABLE_CHANGES)
+  if differ:
+    detail = ', '.join(f'{k}: {saved.get(k)!r} there, {wanted.get(k)!r} here'
+                       for k in differ[:4])
+    raise errors.ConfigError(
+        f'--workdir={run_dir!r} holds a run of another config ({detail}'
+        f'{" ..." if len(differ) > 4 else ""}). Resume it with its own '
+        'config, or start this one in a new --workdir.')
 
 
 def write_config(run_dir: str, config) -> None:

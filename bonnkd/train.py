@@ -212,22 +212,44 @@ def _check_finite(record: dict[str, Any]) -> None:
           'Checkpoints and metrics written so far are kept.')
 
 
+def _report_finished(config, workdir: str, final: dict) -> TrainState:
+  """A finished run is finished: report its final.json, change nothing."""
+  logging.info('%s is a finished run (its final.json: test accuracy %.4f, '
+               'val accuracy %.4f at step %d); nothing to do. Delete '
+               'final.json or pass --config.force_final_eval=True to '
+               'evaluate its best checkpoint again.', workdir,
+               final['test_accuracy'], final['val_accuracy'],
+               final['best_step'])
+  mesh = sharding_lib.DataParallelMesh()
+  _, state = run_dir.restore_state(workdir, 'latest', mesh.replicated,
+                                   config=config)
+  return state
+
+
 def train_and_evaluate(config, workdir: str) -> TrainState:
   """Trains ``config`` in ``workdir``, resuming if it holds a checkpoint.
 
   Writes ``config.json``, ``metrics.jsonl``, TensorBoard events, orbax
-  checkpoints (latest and best by val accuracy) and, at the end,
-  ``final.json`` with val and test accuracy of the best checkpoint
-  (:mod:`bonnkd.run_dir`).
+  checkpoints (two latest and best by val accuracy, each with its digest) and,
+  at the end, ``final.json`` with val and test accuracy of the best
+  checkpoint (:mod:`bonnkd.run_dir`). Resuming skips damaged checkpoints
+  (:func:`bonnkd.checkpointing.restore_newest_sound`). A finished run (one
+  with ``final.json``) is reported and left as it is unless
+  ``config.force_final_eval``.
 
   Returns:
     The final train state.
 
   Raises:
-    errors.UserError: an invalid config, missing data or teacher (before
-      anything is written or compiled).
+    errors.UserError: an invalid config, a workdir of another config,
+      missing or damaged data or teacher (before anything is written or
+      compiled), damaged checkpoints, a full disk.
   """
   validate_config(config, jax.device_count())
+  run_dir.check_same_run(workdir, config)
+  final = run_dir.read_final(workdir)
+  if final is not None and not config.force_final_eval:
+    return _report_finished(config, workdir, final)
   data = input_pipeline.load_splits(config.data)
   logging.info('Data: %s', {k: len(v) for k, v in data.items()})
   run = setup(config, len(data['train']))
@@ -235,15 +257,16 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   os.makedirs(workdir, exist_ok=True)
   if is_main:
     run_dir.write_config(workdir, config)
-  state = run.state
-  num_params = models.count_params(state.params)
+  num_params = models.count_params(run.state.params)
   logging.info('Model %s: %d parameters.', config.model.name, num_params)
 
   manager = checkpointing.create_manager(workdir)
-  if manager.latest_step() is not None:
-    # Onto the live state: this mesh's placement, whatever wrote it.
-    _, state = checkpointing.restore(manager, state)
-    logging.info('Resumed from step %d.', int(state.step))
+  # Onto the live state: this mesh's placement, whatever wrote it.
+  step, restored = checkpointing.restore_newest_sound(manager, run.state,
+                                                      workdir)
+  state = run.state if restored is None else restored
+  if step is not None:
+    logging.info('Resumed from step %d.', step)
   log = metric_logging.MetricsLog(workdir, int(state.step), config.tensorboard,
                                   is_main)
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top
@@ -255,7 +278,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     with jax.set_mesh(run.mesh.mesh):
       state = _train_loop(run, state, data, manager, log, report_progress)
       manager.wait_until_finished()
-      final = _final_evaluation(run, manager, state, data)
+      final = _final_evaluation(run, manager, state, data, log)
   finally:
     # Whatever happened, finish the checkpoint writes and flush the metrics.
     manager.wait_until_finished()
@@ -323,8 +346,19 @@ def _train_loop(run: Setup, state, data, manager, log, report_progress):
   return state
 
 
-def _final_evaluation(run: Setup, manager, state, data):
-  """Val and test metrics of the best checkpoint (by val accuracy)."""
+# How far the best checkpoint's val accuracy, evaluated again, may be from the
+# value logged when it was saved: evaluation is deterministic on one device
+# count; another count (a resumed run) may flip a near-tie prediction.
+_VAL_REPRODUCTION_TOLERANCE = 0.005
+
+
+def _final_evaluation(run: Setup, manager, state, data, log):
+  """Val and test metrics of the best checkpoint (by val accuracy).
+
+  The best checkpoint's val accuracy is evaluated again and compared with
+  the one logged when it was saved: a checkpoint that restores but is not
+  what was evaluated stops the run here, before final.json is written.
+  """
   best_step, best_state = checkpointing.restore(manager, state, which='best')
   results = {'best_step': int(best_step)}
   for split in ('val', 'test'):
@@ -334,4 +368,15 @@ def _final_evaluation(run: Setup, manager, state, data):
                                      run.mesh)
     results[f'{split}_examples'] = int(metrics.pop('count'))
     results.update({f'{split}_{k}': v for k, v in metrics.items()})
+    if split == 'val':
+      logged = log.logged(best_step, 'val')
+      if logged is not None and abs(
+          logged['accuracy'] - results['val_accuracy']) > (
+              _VAL_REPRODUCTION_TOLERANCE):
+        raise checkpointing.CheckpointDamagedError(
+            f'The best checkpoint (step {best_step}) under '
+            f'{manager.directory} evaluates to val accuracy '
+            f'{results["val_accuracy"]:.4f}, but {logged["accuracy"]:.4f} '
+            'was logged when it was saved: it is not the state that was '
+            'evaluated. final.json is not written.')
   return results

@@ -9,6 +9,7 @@ import sys
 import tarfile
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -108,6 +109,27 @@ def real_cifar_dir():
     pytest.skip(f'Set {REAL_DATA_ENV} to the CIFAR-10 image-folder copy '
                 '(e.g. ../shared/data/cifar10-jpeg) to run this test.')
   return path
+
+
+def data_config(source, path, num_val=50):
+  """A ``config.data`` reading ``path`` as ``source``, every image kept."""
+  return ml_collections.ConfigDict(dict(
+      source=source, dir=str(path), num_val=num_val, split_seed=0,
+      train_limit=-1, eval_limit=-1))
+
+
+def write_image_folder(root, per_class=3):
+  """split/class/NNNN.png, 32x32; pixel (5, 5) is class * 20 + index."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  for split in ('train', 'test'):
+    for label, name in enumerate(input_pipeline.CLASS_NAMES):
+      os.makedirs(root / split / name)
+      for i in range(per_class):
+        pixels = np.full((32, 32, 3), label * 20 + i, np.uint8)
+        pixels[0, 0] = rng.integers(0, 256, 3)
+        Image.fromarray(pixels).save(root / split / name / f'{i:04d}.png')
+  return root
 
 
 def tiny_config(data_path: str, config_name: str = 'phase1_bonn_wrn',

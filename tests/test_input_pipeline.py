@@ -2,22 +2,16 @@
 
 import os
 
-import ml_collections
 import numpy as np
-from PIL import Image
 import pytest
 
 from bonnkd import errors
 from bonnkd import input_pipeline
 from bonnkd import prepare_tfds
 from bonnkd.input_pipeline import Split
+from tests.conftest import data_config
 from tests.conftest import write_cifar_binary_archive
-
-
-def data_config(source, path, num_val=50):
-  return ml_collections.ConfigDict(dict(
-      source=source, dir=str(path), num_val=num_val, split_seed=0,
-      train_limit=-1, eval_limit=-1))
+from tests.conftest import write_image_folder
 
 
 def test_tarball_round_trip(cifar_tarball):
@@ -30,17 +24,6 @@ def test_tarball_round_trip(cifar_tarball):
   # Train and val partition the original train set.
   together = np.concatenate([splits['train'].images, splits['val'].images])
   assert sorted(map(bytes, together)) == sorted(map(bytes, train_x))
-
-
-def write_image_folder(root, per_class=3):
-  rng = np.random.default_rng(0)
-  for split in ('train', 'test'):
-    for label, name in enumerate(input_pipeline.CLASS_NAMES):
-      os.makedirs(root / split / name)
-      for i in range(per_class):
-        pixels = np.full((32, 32, 3), label * 20 + i, np.uint8)
-        pixels[0, 0] = rng.integers(0, 256, 3)
-        Image.fromarray(pixels).save(root / split / name / f'{i:04d}.png')
 
 
 def test_image_folder_labels_follow_sorted_class_names(tmp_path):

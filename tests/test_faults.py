@@ -1,0 +1,373 @@
+"""Nothing silent: damaged checkpoints, damaged data, finished runs, full disks.
+
+Each fault is built here on a tiny run or dataset; each test asserts the
+outcome (a correct recovery, or one clear message and exit 1), and that no
+file that was sound before has changed or gone. results/README.md has the
+table of these faults and what each gives.
+"""
+
+import errno
+import glob
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import orbax.checkpoint as ocp
+from PIL import Image
+import pytest
+
+from bonnkd import checkpointing
+from bonnkd import errors
+from bonnkd import inspect as bonnkd_inspect
+from bonnkd import input_pipeline
+from bonnkd import metric_logging
+from bonnkd import report
+from bonnkd import train
+from tests import topology_worker
+from tests.conftest import ROOT
+from tests.conftest import data_config
+from tests.conftest import read_json
+from tests.conftest import read_metrics
+from tests.conftest import start_launch
+from tests.conftest import synthetic_cifar
+from tests.conftest import tiny_config
+from tests.conftest import write_cifar_tarball
+from tests.conftest import write_image_folder
+
+
+def file_digests(root) -> dict[str, str]:
+  """{path relative to root: sha256} of every file under root."""
+  digests = {}
+  for path in glob.glob(os.path.join(root, '**'), recursive=True):
+    if os.path.isfile(path):
+      with open(path, 'rb') as f:
+        digests[os.path.relpath(path, root)] = hashlib.sha256(
+            f.read()).hexdigest()
+  return digests
+
+
+def data_file(workdir, step) -> str:
+  """The largest array-data file of a checkpoint step."""
+  files = [p for p in glob.glob(
+      os.path.join(workdir, 'checkpoints', str(step), 'state', '**', 'd',
+                   '*'), recursive=True) if os.path.isfile(p)]
+  return max(files, key=os.path.getsize)
+
+
+def damage(workdir, step, how) -> str:
+  """Damages checkpoint ``step``; returns what the error must say."""
+  if how == 'metadata':
+    os.remove(os.path.join(workdir, 'checkpoints', str(step), 'state',
+                           '_METADATA'))
+    return 'state/_METADATA is missing'
+  path = data_file(workdir, step)
+  size = os.path.getsize(path)
+  if how == 'overwrite':  # 64 bytes in the middle, same size.
+    with open(path, 'r+b') as f:
+      f.seek(size // 2)
+      f.write(bytes(64))
+    return 'differs from what was saved'
+  if how == 'truncate':
+    with open(path, 'r+b') as f:
+      f.truncate(size // 2)
+    return f'has {size // 2} bytes, {size} were saved'
+  if how == 'delete':
+    os.remove(path)
+    return 'is missing'
+  raise ValueError(how)
+
+
+def launch(workdir, data, *extra):
+  """launch.py with the flags that give tiny_config(data, num_epochs=3)."""
+  proc = start_launch(workdir, data, '--config.data.eval_limit=-1',
+                      '--config.num_epochs=3', '--config.tensorboard=False',
+                      *extra)
+  out, _ = proc.communicate(timeout=600)
+  return proc.returncode, out
+
+
+def one_error_line(out: str) -> str:
+  assert 'Traceback' not in out, out[-3000:]
+  lines = [l for l in out.splitlines() if l.startswith('error: ')]
+  assert len(lines) == 1, out[-3000:]
+  return lines[0]
+
+
+@pytest.fixture(scope='module')
+def interrupted_run(cifar_tarball, tmp_path_factory):
+  """3-epoch smoke run stopped at step 35: checkpoints at 15 and 30."""
+  workdir = str(tmp_path_factory.mktemp('interrupted'))
+  topology_worker.interrupt(tiny_config(cifar_tarball[0], num_epochs=3.0),
+                            workdir, at_step=35)
+  assert sorted(ocp.CheckpointManager(
+      os.path.join(workdir, 'checkpoints')).all_steps()) == [15, 30]
+  return workdir
+
+
+@pytest.fixture
+def interrupted(interrupted_run, tmp_path):
+  return str(shutil.copytree(interrupted_run, tmp_path / 'run'))
+
+
+@pytest.fixture
+def finished(finished_run, tmp_path):
+  return str(shutil.copytree(finished_run[1], tmp_path / 'finished'))
+
+
+@pytest.mark.parametrize('how', ['overwrite', 'truncate', 'delete',
+                                 'metadata'])
+def test_damaged_latest_checkpoint_resumes_from_the_sound_one(
+    interrupted, cifar_tarball, caplog, how):
+  expected = damage(interrupted, 30, how)
+  sound = file_digests(os.path.join(interrupted, 'checkpoints', '15'))
+  before = [r for r in read_metrics(interrupted) if r['step'] <= 15]
+
+  train.train_and_evaluate(tiny_config(cifar_tarball[0], num_epochs=3.0),
+                           interrupted)
+
+  warnings = caplog.text
+  assert 'The checkpoint at step 30' in warnings and expected in warnings
+  assert read_json(os.path.join(interrupted, 'final.json'))['step'] == 45
+  # The damaged step is kept aside, its bytes as they were; step 15 unchanged.
+  aside = glob.glob(os.path.join(interrupted, 'damaged_checkpoints', '30-*'))
+  assert len(aside) == 1
+  assert read_metrics(interrupted)[:len(before)] == before
+  if os.path.isdir(os.path.join(interrupted, 'checkpoints', '15')):
+    assert file_digests(os.path.join(interrupted, 'checkpoints',
+                                     '15')) == sound
+
+
+def test_no_sound_checkpoint_is_one_clear_error(interrupted, cifar_tarball):
+  damage(interrupted, 30, 'overwrite')
+  damage(interrupted, 15, 'truncate')
+  everything = sorted(file_digests(interrupted).values())
+  code, out = launch(interrupted, cifar_tarball[0])
+  assert code == 1
+  line = one_error_line(out)
+  assert 'No sound checkpoint to resume from' in line
+  assert 'step 30' in line and 'step 15' in line
+  # Moved aside, not deleted: every byte written before is still there.
+  assert sorted(file_digests(interrupted).values()) == everything
+
+
+def test_damaged_best_checkpoint_is_refused_by_every_reader(
+    finished, cifar_tarball, tmp_path):
+  best = read_json(os.path.join(finished, 'final.json'))['best_step']
+  assert best == 45  # The synthetic task improves every epoch.
+  expected = damage(finished, best, 'overwrite')
+  before = file_digests(finished)
+  result = subprocess.run(
+      [sys.executable, '-m', 'bonnkd.inspect', finished], cwd=ROOT,
+      capture_output=True, text=True, timeout=300, check=False,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert result.returncode == 1
+  line = one_error_line(result.stderr)
+  assert f'step {best}' in line and expected in line
+  with pytest.raises(checkpointing.CheckpointDamagedError, match=expected):
+    report.write_report([finished], str(tmp_path / 'report'))
+  student = tiny_config(cifar_tarball[0], 'phase2_kd_student', num_epochs=1.0,
+                        **{'kd.teacher_workdir': finished})
+  with pytest.raises(checkpointing.CheckpointDamagedError,
+                     match=f'kd.teacher_workdir.*step {best}'):
+    train.train_and_evaluate(student, str(tmp_path / 'student'))
+  assert file_digests(finished) == before
+
+  # Evaluating the run itself again: its best is its latest (step 45), so it
+  # resumes from the sound step 30 and replays 31..45 exactly.
+  final = read_json(os.path.join(finished, 'final.json'))
+  sound = file_digests(os.path.join(finished, 'checkpoints', '30'))
+  forced = tiny_config(cifar_tarball[0], num_epochs=3.0, force_final_eval=True)
+  train.train_and_evaluate(forced, finished)
+  again = read_json(os.path.join(finished, 'final.json'))
+  assert (again['best_step'], again['test_accuracy']) == (
+      best, final['test_accuracy'])
+  assert glob.glob(os.path.join(finished, 'damaged_checkpoints', f'{best}-*'))
+  assert file_digests(os.path.join(finished, 'checkpoints', '30')) == sound
+
+
+def test_best_checkpoint_that_restores_but_is_not_what_was_evaluated(
+    finished, cifar_tarball, monkeypatch):
+  # A checkpoint whose digest matches but whose weights were not those
+  # evaluated (here: its logged val accuracy is altered instead).
+  path = os.path.join(finished, 'metrics.jsonl')
+  best = read_json(os.path.join(finished, 'final.json'))['best_step']
+  records = read_metrics(finished)
+  for r in records:
+    if r['step'] == best and r['split'] == 'val':
+      r['accuracy'] -= 0.2
+  with open(path, 'w') as f:
+    f.writelines(f'{metric_logging.json.dumps(r)}\n' for r in records)
+  final_before = file_digests(finished)['final.json']
+  forced = tiny_config(cifar_tarball[0], num_epochs=3.0, force_final_eval=True)
+  with pytest.raises(checkpointing.CheckpointDamagedError,
+                     match=f'step {best}.*was logged when it was saved'):
+    train.train_and_evaluate(forced, finished)
+  assert file_digests(finished)['final.json'] == final_before
+
+
+def test_finished_run_is_reported_not_redone(finished, cifar_tarball):
+  before = file_digests(finished)
+  mtime = os.path.getmtime(os.path.join(finished, 'final.json'))
+  code, out = launch(finished, cifar_tarball[0])
+  assert code == 0, out[-3000:]
+  assert 'is a finished run' in out
+  assert file_digests(finished) == before
+  assert os.path.getmtime(os.path.join(finished, 'final.json')) == mtime
+
+  final = read_json(os.path.join(finished, 'final.json'))
+  code, out = launch(finished, cifar_tarball[0],
+                     '--config.force_final_eval=True')
+  assert code == 0, out[-3000:]
+  again = read_json(os.path.join(finished, 'final.json'))
+  assert again['test_accuracy'] == final['test_accuracy']
+  assert again['best_step'] == final['best_step']
+
+
+def test_workdir_of_another_config_is_refused(finished, cifar_tarball):
+  before = file_digests(finished)
+  code, out = launch(finished, cifar_tarball[0], '--config.optim.lr=0.2')
+  assert code == 1
+  line = one_error_line(out)
+  assert 'holds a run of another config' in line
+  assert 'optim.lr: 0.05 there, 0.2 here' in line
+  assert file_digests(finished) == before
+
+
+def test_kill_9_while_saving_resumes_from_a_sound_checkpoint(
+    cifar_tarball, tmp_path, caplog):
+  workdir = tmp_path / 'run'
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  result = subprocess.run(
+      [sys.executable, '-m', 'tests.topology_worker', 'kill_while_saving',
+       cifar_tarball[0], str(workdir)], env=env, cwd=ROOT,
+      capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == -9, result.stderr[-3000:]
+  # Orbax committed step 30; its digest was never written.
+  assert os.path.isdir(workdir / 'checkpoints' / '30')
+  assert not os.path.exists(workdir / 'checkpoints' / '30' /
+                            checkpointing.DIGEST_FILE)
+  train.train_and_evaluate(tiny_config(cifar_tarball[0], num_epochs=3.0),
+                           str(workdir))
+  assert 'step 30' in caplog.text and 'not completely written' in caplog.text
+  assert read_json(workdir / 'final.json')['step'] == 45
+
+
+def test_full_disk_on_metrics_write(interrupted, cifar_tarball, monkeypatch):
+  checkpoints = file_digests(os.path.join(interrupted, 'checkpoints'))
+
+  def full_disk_open(path, mode='r', *args, **kwargs):
+    if mode == 'a':
+      raise OSError(errno.ENOSPC, 'No space left on device', path)
+    return open(path, mode, *args, **kwargs)
+
+  metrics_before = None
+  real_init = metric_logging.MetricsLog.__init__
+
+  def init_then_fill_disk(self, *args, **kwargs):
+    nonlocal metrics_before
+    real_init(self, *args, **kwargs)
+    metrics_before = file_digests(interrupted)['metrics.jsonl']
+    monkeypatch.setattr(metric_logging, 'open', full_disk_open, raising=False)
+
+  monkeypatch.setattr(metric_logging.MetricsLog, '__init__',
+                      init_then_fill_disk)
+  with pytest.raises(errors.StorageError,
+                     match='metrics.jsonl.*No space left.*kept'):
+    train.train_and_evaluate(tiny_config(cifar_tarball[0], num_epochs=3.0),
+                             interrupted)
+  assert file_digests(interrupted)['metrics.jsonl'] == metrics_before
+  now = file_digests(os.path.join(interrupted, 'checkpoints'))
+  assert {k: v for k, v in now.items() if k in checkpoints} == checkpoints
+  assert not os.path.exists(os.path.join(interrupted, 'final.json'))
+
+
+def test_full_disk_on_checkpoint_write(interrupted, cifar_tarball,
+                                       monkeypatch):
+  checkpoints = file_digests(os.path.join(interrupted, 'checkpoints'))
+
+  def full_disk_save(self, step, *args, **kwargs):
+    raise OSError(errno.ENOSPC, 'No space left on device', str(step))
+
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', full_disk_save)
+  with pytest.raises(errors.StorageError,
+                     match='checkpoint of step 45.*No space left.*kept'):
+    train.train_and_evaluate(tiny_config(cifar_tarball[0], num_epochs=3.0),
+                             interrupted)
+  monkeypatch.undo()
+  assert file_digests(os.path.join(interrupted, 'checkpoints')) == checkpoints
+  manager = checkpointing.create_manager(interrupted, read_only=True)
+  for step in (15, 30):
+    checkpointing.verify(manager, step)
+  manager.close()
+
+
+# Damaged data: every row names what is wrong, nothing trains.
+
+def folder(tmp_path):
+  return write_image_folder(tmp_path / 'cifar')
+
+
+def load(root):
+  return input_pipeline.load_splits(data_config('folder', root, 5))
+
+
+@pytest.mark.parametrize('split', ['test', 'train'])
+def test_missing_class_folder(tmp_path, split):
+  root = folder(tmp_path)
+  shutil.rmtree(root / split / 'truck')
+  with pytest.raises(input_pipeline.DataError,
+                     match=f"{split} must hold.*missing: \\['truck'\\]"):
+    load(root)
+
+
+def test_image_of_the_wrong_size_is_named(tmp_path, cifar_tarball):
+  root = folder(tmp_path)
+  big = root / 'train' / 'cat' / '0001.png'
+  Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(big)
+  with pytest.raises(input_pipeline.DataError,
+                     match=f'{big} is 64x64 with 3 channels'):
+    load(root)
+  # The same through launch.py: one line, exit 1, no run directory.
+  proc = start_launch(tmp_path / 'run', root, '--config.data.source=folder',
+                      '--config.data.num_val=5')
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 1
+  assert f'{big} is 64x64' in one_error_line(out)
+  assert not os.path.exists(tmp_path / 'run')
+  del cifar_tarball
+
+
+@pytest.mark.parametrize('content', ['text', 'truncated'])
+def test_file_that_does_not_decode_is_named(tmp_path, content):
+  root = folder(tmp_path)
+  bad = root / 'test' / 'dog' / '0002.jpg'
+  if content == 'text':
+    bad.write_text('not an image\n')
+  else:
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(bad)
+    bad.write_bytes(bad.read_bytes()[:200])
+  with pytest.raises(input_pipeline.DataError,
+                     match=f'{bad} is not a readable image'):
+    load(root)
+
+
+def test_grayscale_image_is_converted(tmp_path):
+  root = folder(tmp_path)
+  Image.fromarray(np.full((32, 32), 77, np.uint8)).save(
+      root / 'test' / 'ship' / '0000.png')
+  test = load(root)['test']
+  # Sorted paths: ship is class 8, its first file is row 24.
+  np.testing.assert_array_equal(test.images[24], np.full((32, 32, 3), 77))
+
+
+def test_tarball_missing_a_class(tmp_path):
+  (train_x, train_y), test = synthetic_cifar(200, 50)
+  keep = train_y != 9
+  path = write_cifar_tarball(tmp_path / 'c.tar.gz',
+                             (train_x[keep], train_y[keep]), test)
+  with pytest.raises(input_pipeline.DataError,
+                     match="train split of tarball.*class \\['truck'\\]"):
+    input_pipeline.load_splits(data_config('tarball', path, 10))
