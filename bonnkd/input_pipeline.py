@@ -29,6 +29,7 @@ import dataclasses
 import functools
 import os
 import pickle
+import re
 import tarfile
 
 import numpy as np
@@ -131,8 +132,9 @@ def _decode_image(path: str, tf) -> np.ndarray:
     image = tf.io.decode_image(tf.io.read_file(path), channels=3,
                                expand_animations=False).numpy()
   except tf.errors.OpError as e:
-    message = str(e).strip().splitlines()[0][:200] if str(e).strip() else ''
-    raise DataError(f'{path} is not a readable image ({message}).') from e
+    # TensorFlow's message without its op decorations.
+    message = re.sub(r'\{\{.*?\}\}|\[Op:.*', '', e.message or '').strip()
+    raise DataError(f'{path} is not a readable image ({message[:200]}).') from e
   if image.shape != (32, 32, 3):
     raise DataError(
         f'{path} is {image.shape[1]}x{image.shape[0]} with {image.shape[2]} '
