@@ -169,7 +169,7 @@ def torch_images_per_sec(config, steps: int, rounds: int, warmup: int = 2):
     start = time.perf_counter()
     for _ in range(steps):
       loss = step()
-    float(loss)
+    float(loss.detach())
     yield steps * b / (time.perf_counter() - start)
 
 

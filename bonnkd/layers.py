@@ -30,7 +30,8 @@ import jax.numpy as jnp
 
 from bonnkd import quantizers
 
-__all__ = ['conv2d', 'QuantConv', 'WEIGHT_SCALES', 'CONV_IMPLS']
+__all__ = ['conv2d', 'QuantConv', 'WEIGHT_SCALES', 'CONV_IMPLS',
+           'conv_shape_key', 'use_cpu_conv_plan']
 
 WEIGHT_SCALES = ('none', 'xnor', 'modulation')
 CONV_IMPLS = ('auto', 'native', 'im2col')
@@ -41,11 +42,11 @@ _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 def _im2col_conv(x, kernel, strides, padding):
   """Convolution as one matmul over the k*k shifted views of the input.
 
-  XLA:CPU's native convolution reaches ~10 GFLOP/s on 32x32 maps with 32-64
-  channels on two cores; gathering the k*k shifted windows into the
-  contraction axis and calling one GEMM runs 2x (32 channels) to 4x (64
-  channels) faster, forward and backward (``benchmarks/conv_bench.py``). At
-  16 channels it is slower (0.62x). Numerically it is the same convolution:
+  Gathering the k*k shifted windows into the contraction axis and calling
+  one GEMM ran 2-4x faster than XLA:CPU's native convolution on 32x32 maps
+  with 32-64 channels on one 2-core AMD EPYC, and slower on other CPUs
+  (``benchmarks/conv_bench.py``, ``results/README.md``): 'auto' measures
+  it (:mod:`bonnkd.conv_autotune`). Numerically it is the same convolution:
   same padding as ``lax.conv_general_dilated``.
   """
   kh, kw, cin, cout = kernel.shape
@@ -66,15 +67,31 @@ def _im2col_conv(x, kernel, strides, padding):
   return cols @ kernel.reshape(kh * kw * cin, cout)
 
 
-def _use_im2col(x_shape, kernel_shape, impl: str) -> bool:
-  """The per-backend choice of ``conv_impl='auto'``.
+# conv shape key -> 'native' | 'im2col', measured on this CPU by
+# bonnkd.conv_autotune.tune (process-wide: it describes the machine).
+_CPU_CONV_PLAN: dict[str, str] = {}
 
-  On GPU and TPU the native convolution is the fast path (cuDNN, the TPU
-  convolution unit). On CPU im2col wins on maps of 16x16 and larger with
-  32-128 input channels (1.2-4x), and the native conv on 8x8 maps; at 32x32
-  with 16 channels native is faster (im2col 0.62x) and this rule does not yet
-  see it (``results/benchmarks/conv_bench_cpu.txt``,
-  ``benchmarks/conv_bench.py``).
+
+def conv_shape_key(x_shape, kernel_shape, strides) -> str:
+  """A conv's shape without its batch size: 'HxWxCin>kh x kw x Cout/s'."""
+  height, width, cin = x_shape[-3:]
+  kh, kw, _, cout = kernel_shape
+  return f'{height}x{width}x{cin}>{kh}x{kw}x{cout}/{strides[0]}x{strides[1]}'
+
+
+def use_cpu_conv_plan(plan: dict[str, str]) -> None:
+  """Installs the lowering ``conv_impl='auto'`` uses per shape on CPU."""
+  _CPU_CONV_PLAN.update(plan)
+
+
+def _use_im2col(x_shape, kernel_shape, strides, impl: str) -> bool:
+  """The lowering of ``impl``; for 'auto', the one measured on this machine.
+
+  On GPU and TPU 'auto' is the native convolution (cuDNN, the TPU
+  convolution unit). On CPU it is what :func:`bonnkd.conv_autotune.tune`
+  measured fastest for this shape on this CPU, and the native convolution
+  for a shape it has not measured: which one wins differs between CPUs
+  (``results/README.md``).
   """
   if impl == 'native':
     return False
@@ -82,8 +99,8 @@ def _use_im2col(x_shape, kernel_shape, impl: str) -> bool:
     return True
   if jax.default_backend() != 'cpu':
     return False
-  height, width = x_shape[1:3]
-  return height * width >= 16 * 16 and kernel_shape[2] <= 128
+  key = conv_shape_key(x_shape, kernel_shape, strides)
+  return _CPU_CONV_PLAN.get(key, 'native') == 'im2col'
 
 
 def conv2d(x, kernel, strides=(1, 1), padding='SAME', impl: str = 'auto'):
@@ -95,7 +112,8 @@ def conv2d(x, kernel, strides=(1, 1), padding='SAME', impl: str = 'auto'):
     strides: (sh, sw).
     padding: 'SAME', 'VALID' or explicit ((lo, hi), (lo, hi)).
     impl: 'native' (``lax.conv_general_dilated``), 'im2col' (one GEMM over
-      shifted windows) or 'auto' (the fast one for this backend and shape).
+      shifted windows) or 'auto' (the one measured fastest for this shape on
+      this machine, :mod:`bonnkd.conv_autotune`; native where unmeasured).
 
   Returns:
     (N, H', W', C_out).
@@ -103,7 +121,7 @@ def conv2d(x, kernel, strides=(1, 1), padding='SAME', impl: str = 'auto'):
   if impl not in CONV_IMPLS:
     raise ValueError(f'conv impl must be one of {CONV_IMPLS}, got {impl!r}.')
   strides = tuple(strides)
-  if _use_im2col(x.shape, kernel.shape, impl):
+  if _use_im2col(x.shape, kernel.shape, strides, impl):
     return _im2col_conv(x, kernel, strides, padding)
   return lax.conv_general_dilated(
       x, kernel, strides, padding, dimension_numbers=_DIMENSION_NUMBERS

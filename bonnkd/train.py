@@ -33,6 +33,7 @@ import optax
 from bonnkd import augment
 from bonnkd import checkpointing
 from bonnkd import config_lib
+from bonnkd import conv_autotune
 from bonnkd import evaluation
 from bonnkd import input_pipeline
 from bonnkd import losses
@@ -174,6 +175,11 @@ def setup(config, num_train_examples: int, *, devices=None,
   steps_per_epoch = config_lib.steps_per_epoch(num_train_examples,
                                                config.batch_size)
   model = models.create_model(config.model)
+  if jax.process_count() == 1:
+    # Every process of a multi-process job must compile the same program:
+    # there 'auto' keeps the native convolution rather than each measuring.
+    for m in [model] + ([teacher.model] if teacher else []):
+      conv_autotune.tune(m, config.batch_size // mesh.size)
   schedule = train_state_lib.learning_rate_fn(config, steps_per_epoch)
   tx = train_state_lib.create_optimizer(config, schedule)
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))

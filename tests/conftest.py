@@ -7,6 +7,7 @@ import pickle
 import subprocess
 import sys
 import tarfile
+import tempfile
 
 import jax
 import ml_collections
@@ -18,6 +19,9 @@ from bonnkd import input_pipeline
 
 # Compile fast: these tests check behaviour, not speed.
 jax.config.update('jax_disable_most_optimizations', True)
+# The conv lowering autotune caches per machine under $HOME; tests (and the
+# processes they start, which inherit it) keep theirs in a scratch folder.
+os.environ['BONNKD_CACHE_DIR'] = tempfile.mkdtemp(prefix='bonnkd_cache_')
 
 REAL_DATA_ENV = 'BONNKD_CIFAR10_DIR'
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,0 +1,173 @@
+"""Where a bonnkd train step spends its time, from a profile of the compiled step.
+
+  python -m benchmarks.profile_step --config configs/phase1_bonn_wrn.py:cpu
+  python -m benchmarks.profile_step --config configs/phase1_bonn_wrn.py:cpu \
+      --set model.width=4 --set batch_size=64
+
+Traces ``--steps`` steps of the real jitted train step with
+``jax.profiler`` (a Perfetto trace), reads the time of every executed XLA
+operation, and attributes each to a category through the ``op_name``
+metadata of the optimized HLO (a fused operation takes the names of the
+operations fused into it):
+
+* conv forward / conv backward -- convolutions (and the im2col matmuls),
+  backward when JAX's name stack says ``transpose(jvp(...))``;
+* layout copies -- XLA's ``transpose_copy`` fusions: the activations laid out
+  again for the weight-gradient convolutions (batch as the contraction);
+* BatchNorm -- the normalisation, its statistics and their gradients, with
+  the ReLU / sign fused into them;
+* augmentation -- crop, flip, normalisation of the uint8 batch;
+* other -- the rest: loss, head, residual adds, and the optimizer update
+  (optax's operations carry no name of their own in the HLO);
+* host -- wall time of the steps when no XLA operation runs (dispatch,
+  Python).
+
+XLA:CPU runs independent operations of a step concurrently (two executor
+threads on two cores), so the categories are busy time summed over those
+threads, and their shares are of that total; ``host`` is of the wall time.
+Prints a table (ms per step and share); ``--out`` also writes it as JSON.
+"""
+
+import argparse
+import collections
+import functools
+import glob
+import gzip
+import json
+import os
+import re
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from bonnkd import config_lib
+from bonnkd import train
+
+CATEGORIES = ('conv forward', 'conv backward', 'layout copies', 'BatchNorm',
+              'augmentation', 'other', 'host')
+
+
+def _op_names(hlo_text: str) -> dict[str, list[str]]:
+  """{instruction name: op_names of it and of what is fused into it}."""
+  computations, current = {}, None
+  instruction = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*')
+  for line in hlo_text.splitlines():
+    header = re.match(r'^%?([\w.\-]+) \(.*\) -> .* \{$', line.strip())
+    if header or line.startswith('ENTRY'):
+      current = header.group(1) if header else 'ENTRY'
+      computations[current] = []
+      continue
+    if current is not None and (m := instruction.match(line)):
+      computations[current].append((m.group(1), line))
+  names = {}
+  for body in computations.values():
+    for name, line in body:
+      found = re.findall(r'op_name="([^"]*)"', line)
+      calls = re.search(r'calls=%?([\w.\-]+)', line)
+      if calls and calls.group(1) in computations:
+        for _, inner in computations[calls.group(1)]:
+          found += re.findall(r'op_name="([^"]*)"', inner)
+      lines = [line] + ([inner for _, inner in computations[calls.group(1)]]
+                        if calls and calls.group(1) in computations else [])
+      kinds = []
+      for text in lines:
+        if kind := re.search(r'= \S+ (convolution|dot)\(', text):
+          # XLA writes a weight gradient as a convolution whose window spans
+          # the activation map (e.g. 16x16), with no op_name of its own.
+          window = re.search(r'window=\{size=(\d+)x(\d+)', text)
+          spans_map = window and int(window.group(1)) > 7
+          kinds.append('weight-grad' if spans_map else kind.group(1))
+      names[name] = (found, kinds)
+  return names
+
+
+def categorize(name: str, op_names: list[str], kinds: list[str]) -> str:
+  joined = ' '.join(op_names)
+  if name.startswith(('transpose_copy', 'copy')):
+    return 'layout copies'
+  if 'weight-grad' in kinds:
+    return 'conv backward'
+  if kinds or 'conv_general_dilated' in joined:
+    return 'conv backward' if 'transpose(' in joined else 'conv forward'
+  if any(k in joined for k in ('random_crop_flip', 'normalize', 'threefry',
+                               'random_bits', 'fold_in')):
+    return 'augmentation'
+  if any(k in joined for k in ('/bn', 'BatchNorm')):
+    return 'BatchNorm'
+  return 'other'
+
+
+def profile(config, steps: int, warmup: int = 2):
+  """{category: ms per step} of ``config``'s train step."""
+  run = train.setup(config, num_train_examples=100 * config.batch_size)
+  rng = np.random.default_rng(0)
+  images, labels = run.mesh.put_batch(
+      rng.integers(0, 256, (config.batch_size, 32, 32, 3), np.uint8),
+      rng.integers(0, 10, (config.batch_size,), np.int32))
+  hlo = jax.jit(functools.partial(
+      train.train_step, rng=jax.random.key(1), config=config,
+      teacher=None)).lower(run.state, images, labels, None).compile().as_text()
+  names = _op_names(hlo)
+  state = run.state
+  for _ in range(warmup):
+    state, metrics = run.train_step(state, images, labels)
+  jax.block_until_ready(metrics)
+  with tempfile.TemporaryDirectory() as trace_dir:
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      start = time.perf_counter()
+      for _ in range(steps):
+        state, metrics = run.train_step(state, images, labels)
+      jax.block_until_ready(metrics)
+      wall = time.perf_counter() - start
+    path = glob.glob(os.path.join(trace_dir, '**', '*.trace.json.gz'),
+                     recursive=True)[0]
+    with gzip.open(path) as f:
+      events = json.load(f)
+  events = events['traceEvents'] if isinstance(events, dict) else events
+  totals = collections.defaultdict(float)
+  intervals = []
+  for e in events:
+    op = e.get('args', {}).get('hlo_op')
+    if e.get('ph') == 'X' and op and e.get('args', {}).get(
+        'hlo_module', '').startswith('jit_train_step'):
+      found, kinds = names.get(op, ([], []))
+      totals[categorize(op, found, kinds)] += e['dur'] / 1e3  # us -> ms
+      intervals.append((e['ts'], e['ts'] + e['dur']))
+  # Wall time when no operation of the step runs at all: host.
+  busy, end = 0.0, -float('inf')
+  for start, stop in sorted(intervals):
+    busy += max(0.0, stop - max(start, end))
+    end = max(end, stop)
+  totals['host'] = max(wall * 1e3 - busy / 1e3, 0.0)
+  return {k: totals.get(k, 0.0) / steps for k in CATEGORIES}, wall / steps
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--config', required=True)
+  parser.add_argument('--steps', type=int, default=5)
+  parser.add_argument('--set', action='append', default=[])
+  parser.add_argument('--out', default='')
+  args = parser.parse_args()
+  config = config_lib.override(config_lib.load(args.config), args.set)
+  per_step, wall = profile(config, args.steps)
+  print(f'{args.config} {" ".join(args.set)}: batch {config.batch_size}, '
+        f'conv_impl={config.model.conv_impl}, {wall * 1e3:.1f} ms per step '
+        f'({config.batch_size / wall:.1f} img/s)')
+  busy = sum(v for k, v in per_step.items() if k != 'host')
+  print(f'  busy time of XLA operations, summed over threads: {busy:.1f} ms')
+  for k in CATEGORIES:
+    share = per_step[k] / (wall * 1e3 if k == 'host' else busy)
+    print(f'  {k:<14} {per_step[k]:8.1f} ms  {100 * share:5.1f}%'
+          + (' of wall time' if k == 'host' else ' of busy time'))
+  if args.out:
+    with open(args.out, 'w') as f:
+      json.dump({'config': args.config, 'overrides': args.set,
+                 'ms_per_step': wall * 1e3, 'categories_ms': per_step}, f,
+                indent=1)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,154 @@
+"""The CPU convolution lowering, measured on this machine instead of assumed.
+
+Which lowering of a convolution is fastest on XLA:CPU depends on the CPU:
+on one AMD EPYC im2col (one GEMM over the shifted windows) beat the native
+convolution 1.3-4x on 32x32 maps; on an Intel Xeon with AVX-512, and on a
+newer EPYC, the native one wins (``results/README.md``). So ``conv_impl=
+'auto'`` does not follow a rule written in code: :func:`tune` times both
+lowerings (forward and backward, jitted) for every convolution shape of a
+model at its batch size, once per machine, and :mod:`bonnkd.layers` uses the
+winner of each shape. Results are cached in a JSON file keyed by the CPU
+model, the core count and the jax version (``$BONNKD_CACHE_DIR``, default
+``~/.cache/bonnkd/conv_autotune.json``), so a run pays the few seconds of
+measurement only the first time on a machine. GPU and TPU keep the native
+convolution (cuDNN, the TPU's convolution unit) and are not tuned.
+
+  from bonnkd import conv_autotune
+  conv_autotune.tune(model, batch_size=128)   # before jitting the model
+"""
+
+import json
+import os
+import platform
+import time
+
+from absl import logging
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bonnkd import layers
+
+__all__ = ['machine_key', 'conv_shapes', 'time_lowering', 'tune',
+           'cache_path']
+
+_CACHE_ENV = 'BONNKD_CACHE_DIR'
+
+
+def cache_path() -> str:
+  root = os.environ.get(_CACHE_ENV) or os.path.join(
+      os.path.expanduser('~'), '.cache', 'bonnkd')
+  return os.path.join(root, 'conv_autotune.json')
+
+
+def machine_key() -> str:
+  """What the fastest lowering depends on: CPU model, cores, jax version."""
+  model = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          model = line.split(':', 1)[1].strip()
+          break
+  except OSError:
+    pass
+  return f'{model} | {os.cpu_count()} cores | jax {jax.__version__}'
+
+
+def conv_shapes(model: nn.Module, batch_size: int,
+                image_shape=(32, 32, 3)) -> list[tuple]:
+  """The distinct (input shape, kernel shape, strides) of a model's convs.
+
+  The input shapes carry ``batch_size``, the batch the lowering is timed at;
+  the choice is then used for that shape at any batch size.
+  """
+  shapes = []
+
+  def record(next_fun, args, kwargs, context):
+    module = context.module
+    if isinstance(module, layers.QuantConv) and context.method_name == (
+        '__call__'):
+      x = args[0]
+      shape = ((batch_size, *x.shape[1:]),
+               (*module.kernel_size, x.shape[-1], module.features),
+               tuple(module.strides))
+      if shape not in shapes:
+        shapes.append(shape)
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda: model.init(
+        jax.random.key(0), jnp.zeros((1, *image_shape)), train=False))
+  return shapes
+
+
+def time_lowering(x_shape, kernel_shape, strides, impl: str,
+                  repeats: int = 3) -> float:
+  """Median seconds of one forward + backward of the conv with ``impl``."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=kernel_shape), jnp.float32)
+
+  def loss(x, kernel):
+    return jnp.sum(layers.conv2d(x, kernel, strides, 'SAME', impl) ** 2)
+
+  step = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  jax.block_until_ready(step(x, kernel))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(step(x, kernel))
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def _read_cache() -> dict:
+  try:
+    with open(cache_path()) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {}
+
+
+def _write_cache(cache: dict) -> None:
+  path = cache_path()
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + '.tmp', 'w') as f:
+      json.dump(cache, f, indent=1, sort_keys=True)
+    os.replace(path + '.tmp', path)
+  except OSError as e:  # A read-only home: measure again next time.
+    logging.warning('Could not cache the conv autotune in %s: %s', path, e)
+
+
+def tune(model: nn.Module, batch_size: int) -> dict[str, str]:
+  """Chooses native or im2col for each conv shape of ``model`` on this CPU.
+
+  Measures the shapes not yet in the cache, then installs the choices for
+  ``conv_impl='auto'`` (:func:`bonnkd.layers.use_cpu_conv_plan`). No-op on
+  GPU and TPU, and for a model whose ``conv_impl`` is not 'auto'.
+
+  Returns:
+    {shape key: 'native' | 'im2col'} for the model's convs.
+  """
+  if jax.default_backend() != 'cpu' or getattr(
+      model, 'conv_impl', 'auto') != 'auto':
+    return {}
+  cache = _read_cache()
+  plan = cache.setdefault(machine_key(), {})
+  measured = {}
+  for x_shape, kernel_shape, strides in conv_shapes(model, batch_size):
+    key = layers.conv_shape_key(x_shape, kernel_shape, strides)
+    if key not in plan:
+      times = {impl: time_lowering(x_shape, kernel_shape, strides, impl)
+               for impl in ('native', 'im2col')}
+      plan[key] = min(times, key=times.get)
+      measured[key] = {k: round(v * 1e3, 2) for k, v in times.items()}
+  if measured:
+    logging.info('Conv lowering measured on %s (ms, forward + backward): %s',
+                 machine_key(), measured)
+    _write_cache(cache)
+  layers.use_cpu_conv_plan(plan)
+  return {k: plan[k] for k in (layers.conv_shape_key(*s) for s in
+                               conv_shapes(model, batch_size))}

@@ -1,0 +1,81 @@
+"""The CPU conv lowering is measured per machine, cached, and then used."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from bonnkd import conv_autotune
+from bonnkd import layers
+from bonnkd import models
+
+
+@pytest.fixture
+def fresh_plan(monkeypatch, tmp_path):
+  monkeypatch.setenv('BONNKD_CACHE_DIR', str(tmp_path))
+  monkeypatch.setattr(layers, '_CPU_CONV_PLAN', {})
+
+
+def test_conv_shapes_lists_each_distinct_conv_once():
+  model = models.WideResNet(depth=10, width=1)
+  shapes = conv_autotune.conv_shapes(model, batch_size=8)
+  # WRN-10-1: stem 3->16 at 32x32; group0: 16->16 twice (one shape);
+  # group1: 16->32 strided 3x3, 32->32, 1x1 shortcut; group2 likewise.
+  assert shapes == [
+      ((8, 32, 32, 3), (3, 3, 3, 16), (1, 1)),
+      ((8, 32, 32, 16), (3, 3, 16, 16), (1, 1)),
+      ((8, 32, 32, 16), (3, 3, 16, 32), (2, 2)),
+      ((8, 16, 16, 32), (3, 3, 32, 32), (1, 1)),
+      ((8, 32, 32, 16), (1, 1, 16, 32), (2, 2)),
+      ((8, 16, 16, 32), (3, 3, 32, 64), (2, 2)),
+      ((8, 8, 8, 64), (3, 3, 64, 64), (1, 1)),
+      ((8, 16, 16, 32), (1, 1, 32, 64), (2, 2)),
+  ]
+
+
+def test_tune_measures_once_per_machine_and_installs_the_winner(
+    fresh_plan, monkeypatch):
+  calls = []
+
+  def fake_time(x_shape, kernel_shape, strides, impl, repeats=3):
+    calls.append((x_shape, impl))
+    # im2col "wins" on the stem only.
+    return 1.0 if (impl == 'im2col') == (x_shape[-1] == 3) else 2.0
+
+  monkeypatch.setattr(conv_autotune, 'time_lowering', fake_time)
+  model = models.WideResNet(depth=10, width=1)
+  plan = conv_autotune.tune(model, batch_size=8)
+  assert len(calls) == 2 * 8  # Both lowerings of the 8 shapes.
+  stem = layers.conv_shape_key((8, 32, 32, 3), (3, 3, 3, 16), (1, 1))
+  assert plan[stem] == 'im2col'
+  assert sorted(set(plan.values())) == ['im2col', 'native']
+  with open(conv_autotune.cache_path()) as f:
+    cached = json.load(f)
+  assert cached == {conv_autotune.machine_key(): plan}
+
+  # Cached: nothing measured again.
+  calls.clear()
+  assert conv_autotune.tune(model, batch_size=8) == plan and not calls
+
+  # The model now lowers the stem to one GEMM and the other convs natively.
+  jaxpr = str(jax.make_jaxpr(lambda x: model.init(
+      jax.random.key(0), x))(jnp.zeros((2, 32, 32, 3))))
+  assert jaxpr.count('dot_general') == 1 + 1  # The stem and the head.
+  # 9 convs (stem, 2 in group 0, 3 in groups 1 and 2), all but the stem.
+  assert jaxpr.count('conv_general_dilated') == 8
+
+
+def test_explicit_lowering_is_not_tuned(fresh_plan, monkeypatch):
+  monkeypatch.setattr(conv_autotune, 'time_lowering',
+                      lambda *a, **k: pytest.fail('measured'))
+  assert conv_autotune.tune(
+      models.WideResNet(depth=10, width=1, conv_impl='native'), 8) == {}
+
+
+def test_time_lowering_runs_both_lowerings_of_the_same_conv():
+  # The two lowerings compute the same convolution (tests/test_layers.py
+  # checks the values); here both are timed and return a positive time.
+  for impl in ('native', 'im2col'):
+    assert conv_autotune.time_lowering((2, 8, 8, 4), (3, 3, 4, 8), (1, 1),
+                                       impl, repeats=1) > 0
