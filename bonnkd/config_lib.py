@@ -27,11 +27,13 @@ from bonnkd import errors
 
 __all__ = ['base_config', 'resnet_model', 'smoke_preset', 'at_smoke_scale',
            'unknown_preset',
-           'load', 'override', 'validate', 'check', 'steps_per_epoch',
+           'load', 'presets_of', 'override', 'validate', 'check',
+           'steps_per_epoch',
            'num_train_steps', 'PHASES', 'PRESETS']
 
 PHASES = ('phase1', 'teacher', 'phase2')
-# The presets every config file in configs/ defines.
+# The presets every config file in configs/ defines; a file may define more
+# (its own module-level PRESETS lists them all).
 PRESETS = ('default', 'cpu', 'smoke')
 
 
@@ -147,10 +149,21 @@ def at_smoke_scale(config) -> ml_collections.ConfigDict:
   return config
 
 
-def unknown_preset(config_name: str, preset: str) -> errors.ConfigError:
+def unknown_preset(config_name: str, preset: str,
+                   presets=PRESETS) -> errors.ConfigError:
+  known = ', '.join("'' (default)" if p == 'default' else repr(p)
+                    for p in presets)
   return errors.ConfigError(
-      f"Unknown preset {preset!r} for {config_name}; known presets: "
-      "'' (default), 'cpu', 'smoke'.")
+      f'Unknown preset {preset!r} for {config_name}; known presets: {known}.')
+
+
+def presets_of(path: str) -> tuple[str, ...]:
+  """The presets of a config file (its PRESETS, else the common ones)."""
+  module_spec = importlib.util.spec_from_file_location(
+      os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return tuple(getattr(module, 'PRESETS', PRESETS))
 
 
 def load(spec: str) -> ml_collections.ConfigDict:

@@ -132,8 +132,13 @@ def read_final(run_dir: str) -> dict | None:
   path = os.path.join(run_dir, FINAL_FILE)
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise errors.NotARunError(
+        f'{path} is damaged ({e}); delete it to evaluate the run again.'
+    ) from e
 
 
 def restore_state(run_dir: str, which: str = 'best', sharding=None,

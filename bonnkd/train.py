@@ -218,7 +218,7 @@ def _check_finite(record: dict[str, Any]) -> None:
           'Checkpoints and metrics written so far are kept.')
 
 
-def _report_finished(config, workdir: str, final: dict) -> TrainState:
+def _report_finished(config, workdir: str, final: dict) -> TrainState | None:
   """A finished run is finished: report its final.json, change nothing."""
   logging.info('%s is a finished run (its final.json: test accuracy %.4f, '
                'val accuracy %.4f at step %d); nothing to do. Delete '
@@ -227,12 +227,17 @@ def _report_finished(config, workdir: str, final: dict) -> TrainState:
                final['test_accuracy'], final['val_accuracy'],
                final['best_step'])
   mesh = sharding_lib.DataParallelMesh()
-  _, state = run_dir.restore_state(workdir, 'latest', mesh.replicated,
-                                   config=config)
+  try:
+    _, state = run_dir.restore_state(workdir, 'latest', mesh.replicated,
+                                     config=config)
+  except checkpointing.CheckpointDamagedError as e:
+    # final.json stands on its own; only the state to return is missing.
+    logging.warning('%s final.json is left as it is; returning no state.', e)
+    return None
   return state
 
 
-def train_and_evaluate(config, workdir: str) -> TrainState:
+def train_and_evaluate(config, workdir: str) -> TrainState | None:
   """Trains ``config`` in ``workdir``, resuming if it holds a checkpoint.
 
   Writes ``config.json``, ``metrics.jsonl``, TensorBoard events, orbax
@@ -244,7 +249,8 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   ``config.force_final_eval``.
 
   Returns:
-    The final train state.
+    The final train state (of a finished run: its latest checkpoint, or
+    None if that is damaged).
 
   Raises:
     errors.UserError: an invalid config, a workdir of another config,

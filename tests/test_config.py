@@ -100,7 +100,7 @@ def test_folder_source_needs_a_dir():
 def test_steps_per_epoch_drops_last_partial_batch():
   assert config_lib.steps_per_epoch(45000, 128) == 351
   config = phase1_bonn_wrn.get_config('cpu')
-  assert config_lib.num_train_steps(config, 45000) == 11 * 351
+  assert config_lib.num_train_steps(config, 45000) == 22 * 351
 
 
 def test_override_parses_values_by_the_fields_type():
@@ -144,8 +144,13 @@ def test_load_reads_a_file_and_preset_and_names_bad_ones(tmp_path):
 CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, 'configs', '[!_]*.py')))
 
 
-@pytest.mark.parametrize('preset', config_lib.PRESETS)
-@pytest.mark.parametrize('path', CONFIG_FILES, ids=os.path.basename)
+PRESET_CASES = [(path, preset) for path in CONFIG_FILES
+                for preset in config_lib.presets_of(path)]
+
+
+@pytest.mark.parametrize(
+    'path,preset', PRESET_CASES,
+    ids=[f'{os.path.basename(p)}:{q}' for p, q in PRESET_CASES])
 def test_every_preset_builds_and_its_train_step_traces(path, preset):
   # Every config file x preset: validated, and init plus one train step
   # traced abstractly (jax.eval_shape: no compile, no FLOPs), so the
@@ -155,7 +160,7 @@ def test_every_preset_builds_and_its_train_step_traces(path, preset):
   if config.kd.enabled:
     config.kd.teacher_workdir = '/a/teacher/run'
     teacher_config = teacher_resnet18.get_config(
-        '' if preset == 'default' else preset)
+        '' if preset not in ('cpu', 'smoke') else preset)
     teacher_model = models.create_model(teacher_config.model)
     teacher = teacher_lib.Teacher(
         model=teacher_model, config=teacher_config, step=0,

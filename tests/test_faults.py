@@ -21,7 +21,6 @@ import pytest
 
 from bonnkd import checkpointing
 from bonnkd import errors
-from bonnkd import inspect as bonnkd_inspect
 from bonnkd import input_pipeline
 from bonnkd import metric_logging
 from bonnkd import report
@@ -173,6 +172,11 @@ def test_damaged_best_checkpoint_is_refused_by_every_reader(
   with pytest.raises(checkpointing.CheckpointDamagedError,
                      match=f'kd.teacher_workdir.*step {best}'):
     train.train_and_evaluate(student, str(tmp_path / 'student'))
+  assert file_digests(finished) == before
+  # Its own command again: final.json stands, a warning, nothing changed.
+  code, out = launch(finished, cifar_tarball[0])
+  assert code == 0, out[-3000:]
+  assert 'is a finished run' in out and expected in out
   assert file_digests(finished) == before
 
   # Evaluating the run itself again: its best is its latest (step 45), so it

@@ -1,6 +1,5 @@
 """Loading each data format, the val split, and batching by step."""
 
-import os
 
 import numpy as np
 import pytest

@@ -36,6 +36,33 @@ def test_wrn_16_8_parameter_count():
   assert models.count_params(abstract_params(models.WRN16_8())) == 10_961_370
 
 
+def wrn_parameter_count(depth: int, k: int) -> int:
+  """WRN-depth-k's parameters counted block by block, as in the WRN-16-4
+  test above: BN 2 per channel, bias-free convs, 1x1 shortcut where the
+  width or stride changes, final BN and a 10-way head with bias."""
+  n = (depth - 4) // 6
+  total, cin = 3 * 3 * 3 * 16, 16
+  for base in (16, 32, 64):
+    cout = base * k
+    for block in range(n):
+      total += 2 * cin + 9 * cin * cout + 2 * cout + 9 * cout * cout
+      if block == 0 and cin != cout or block == 0 and base != 16:
+        total += cin * cout
+      cin = cout
+  return total + 2 * cin + cin * 10 + 10
+
+
+def test_wrn_counts_match_the_block_by_block_formula():
+  assert wrn_parameter_count(16, 4) == 2_748_890
+  assert wrn_parameter_count(16, 8) == 10_961_370
+  # The seed's phase-1 size (configs/phase1_bonn_wrn.py:seed): WRN-16-7
+  # with a 1-bit stem, whose modulation vector adds 16 scales: 8.4M.
+  seed = models.WideResNet(depth=16, width=7, binarize='first_conv',
+                           binarize_what='weights')
+  assert models.count_params(abstract_params(seed)) == (
+      wrn_parameter_count(16, 7) + 16) == 8_396_010
+
+
 def test_resnet18_parameter_count():
   # The standard CIFAR ResNet-18 (3x3 stem, 64-128-256-512, 1x1 shortcut
   # conv + BN at the three downsamplings, 10-way head): 11,173,962.

@@ -1,0 +1,264 @@
+"""Runs a plan of bonnkd runs: ``python -m bonnkd.sweep PLAN --out DIR``.
+
+  python -m bonnkd.sweep configs/plans/table1.py --out runs/table1 \
+      --budget_min 9 --parallel 2 \
+      --set data.source=folder --set data.dir=/data/cifar10-jpeg
+
+A plan is a Python file (``configs/plans/``) whose ``get_plan()`` returns a
+list of :class:`Run`: a config file and preset, overrides, a seed, the runs
+it needs first (a teacher) and its expected minutes. Every run is
+``launch.py`` in its own process, writing a normal run directory
+``DIR/<name>/`` (its console output in ``DIR/logs/<name>.log``), so
+everything that reads runs (the report, inspect, a later sweep) reads these.
+
+* A run whose ``final.json`` exists is skipped: running the same command
+  again continues a plan; a run stopped half-way resumes from its checkpoint.
+* ``--parallel N`` runs up to N at once (small runs share one accelerator;
+  each process then allocates GPU memory as it needs it).
+* ``--budget_min M`` starts no run that would not finish within M minutes
+  (by its expected minutes), stops the running ones at M (they resume on
+  the next call), and prints what is left.
+* ``--smoke`` runs every run at smoke size, its model's layout kept
+  (``config_lib.at_smoke_scale``): a plan checked end to end on a CPU in
+  minutes before it spends accelerator time.
+* At the end, a table of every run (status, test / val accuracy,
+  parameters, minutes) is printed and written to ``DIR/summary.md``.
+"""
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from bonnkd import config_lib
+from bonnkd import errors
+from bonnkd import run_dir
+
+__all__ = ['Run', 'load_plan', 'launch_command', 'run_plan']
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One run of a plan.
+
+  Attributes:
+    name: its directory under ``--out``.
+    config: ``'configs/<file>.py[:preset]'``.
+    overrides: ``'key=value'`` items; ``{out}`` stands for ``--out`` (e.g.
+      ``'kd.teacher_workdir={out}/teacher'``).
+    seed: ``config.seed``.
+    after: names of runs that must be finished before this one starts.
+    expected_min: minutes it is expected to take (from measured
+      throughput), for the budget; None: unknown.
+  """
+
+  name: str
+  config: str
+  overrides: tuple[str, ...] = ()
+  seed: int = 0
+  after: tuple[str, ...] = ()
+  expected_min: float | None = None
+
+
+def load_plan(path: str, arg: str = '') -> list[Run]:
+  """The runs of a plan file, checked: names, dependencies, configs.
+
+  Raises:
+    errors.UserError: no such file, a duplicate name, a dependency on a
+      later or unknown run, or a run whose config or overrides are invalid.
+  """
+  if not os.path.isfile(path):
+    raise errors.UserError(f'Plan {path!r} does not exist.')
+  spec = importlib.util.spec_from_file_location('plan', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'get_plan'):
+    raise errors.UserError(f'Plan {path!r} defines no get_plan().')
+  runs = list(module.get_plan(arg) if arg else module.get_plan())
+  seen = set()
+  for run in runs:
+    if run.name in seen:
+      raise errors.UserError(f'Plan {path!r}: run name {run.name!r} repeats.')
+    if missing := [a for a in run.after if a not in seen]:
+      raise errors.UserError(
+          f'Plan {path!r}: run {run.name!r} comes after {missing}, which are '
+          'not earlier runs of the plan.')
+    seen.add(run.name)
+  return runs
+
+
+def _config_of(run: Run, out: str, extra=()):
+  overrides = [o.replace('{out}', out) for o in run.overrides]
+  return config_lib.override(config_lib.load(run.config),
+                             [*overrides, f'seed={run.seed}', *extra])
+
+
+def _flat(config, prefix=''):
+  flat = {}
+  for key, value in config.items():
+    if hasattr(value, 'items'):
+      flat.update(_flat(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def smoke_overrides(run: Run, out: str, extra=()) -> list[str]:
+  """The overrides that turn ``run`` into its smoke-size version."""
+  config = _config_of(run, out, extra)
+  full, small = _flat(config), _flat(config_lib.at_smoke_scale(config))
+  return [f'{k}={small[k]}' for k in sorted(small) if small[k] != full.get(k)]
+
+
+def launch_command(run: Run, out: str, extra=()) -> list[str]:
+  """The ``launch.py`` command of ``run`` (overrides, then ``extra``)."""
+  overrides = [o.replace('{out}', out) for o in run.overrides]
+  return [sys.executable, os.path.join(_ROOT, 'launch.py'),
+          '--config', run.config, '--workdir', os.path.join(out, run.name),
+          f'--config.seed={run.seed}',
+          *[f'--config.{o}' for o in [*overrides, *extra]]]
+
+
+def _row(run: Run, out: str, status: str) -> dict:
+  final = run_dir.read_final(os.path.join(out, run.name)) or {}
+  return {'run': run.name, 'status': status,
+          'test_accuracy': final.get('test_accuracy'),
+          'val_accuracy': final.get('val_accuracy'),
+          'params': final.get('num_params'),
+          'minutes': (round(final['wall_time_s'] / 60, 1)
+                      if 'wall_time_s' in final else None),
+          'expected_min': run.expected_min, 'seed': run.seed,
+          'config': run.config, 'overrides': list(run.overrides)}
+
+
+def _stop(proc: subprocess.Popen) -> None:
+  proc.send_signal(signal.SIGTERM)
+  try:
+    proc.wait(timeout=60)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    proc.wait()
+
+
+def run_plan(runs: list[Run], out: str, budget_min: float | None = None,
+             parallel: int = 1, extra=(), poll_s: float = 0.5,
+             smoke: bool = False) -> list[dict]:
+  """Runs what is not finished yet; returns one summary row per run."""
+  out = os.path.abspath(out)
+  for run in runs:  # Every config is valid before anything starts.
+    _config_of(run, out, extra)
+  if smoke:
+    runs = [dataclasses.replace(
+        r, overrides=(*r.overrides, *smoke_overrides(r, out, extra)))
+            for r in runs]
+  os.makedirs(os.path.join(out, 'logs'), exist_ok=True)
+  start = time.time()
+  elapsed_min = lambda: (time.time() - start) / 60
+  status = {r.name: 'done before' for r in runs
+            if run_dir.read_final(os.path.join(out, r.name))}
+  pending = [r for r in runs if r.name not in status]
+  running: dict[str, tuple[Run, subprocess.Popen]] = {}
+  env = dict(os.environ)
+  if parallel > 1:  # Share one accelerator: allocate as needed.
+    env['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'
+  while pending or running:
+    for name, (run, proc) in list(running.items()):
+      if proc.poll() is not None:
+        del running[name]
+        ok = proc.returncode == 0 and run_dir.read_final(
+            os.path.join(out, name))
+        status[name] = 'done' if ok else f'failed (exit {proc.returncode})'
+        print(f'[{elapsed_min():6.1f} min] {name}: {status[name]}',
+              flush=True)
+    if budget_min is not None and elapsed_min() >= budget_min:
+      for name, (run, proc) in running.items():
+        _stop(proc)
+        status[name] = 'stopped at budget (resumes next time)'
+      running.clear()
+      break
+    for run in list(pending):
+      if len(running) >= parallel:
+        break
+      if any(status.get(a, '').startswith('failed') for a in run.after):
+        status[run.name] = 'not run: a run it needs failed'
+        pending.remove(run)
+        continue
+      if not all(status.get(a, '').startswith('done') for a in run.after):
+        continue
+      if (budget_min is not None and run.expected_min is not None
+          and elapsed_min() + run.expected_min > budget_min):
+        continue
+      pending.remove(run)
+      log = open(os.path.join(out, 'logs', f'{run.name}.log'), 'a')
+      proc = subprocess.Popen(launch_command(run, out, extra), stdout=log,
+                              stderr=subprocess.STDOUT, env=env, cwd=_ROOT)
+      log.close()
+      running[run.name] = (run, proc)
+      print(f'[{elapsed_min():6.1f} min] {run.name}: started '
+            f'(expected {run.expected_min} min)', flush=True)
+    if not running and pending:
+      # Nothing can start: what is left does not fit the budget.
+      break
+    time.sleep(poll_s)
+  for run in pending:
+    status.setdefault(run.name, 'left: does not fit the budget')
+  rows = [_row(r, out, status[r.name]) for r in runs]
+  with open(os.path.join(out, 'summary.json'), 'w') as f:
+    json.dump(rows, f, indent=1)
+  with open(os.path.join(out, 'summary.md'), 'w') as f:
+    f.write(summary_table(rows))
+  return rows
+
+
+def summary_table(rows) -> str:
+  """The rows as a markdown table."""
+
+  def cell(value, fmt='{}'):
+    return '' if value is None else fmt.format(value)
+
+  lines = ['| run | status | test acc % | val acc % | params | minutes '
+           '(expected) | seed |', '|' + ' --- |' * 7]
+  for r in rows:
+    lines.append(' | '.join([
+        f'| {r["run"]}', r['status'],
+        cell(r['test_accuracy'] and 100 * r['test_accuracy'], '{:.2f}'),
+        cell(r['val_accuracy'] and 100 * r['val_accuracy'], '{:.2f}'),
+        cell(r['params'], '{:,}'),
+        f'{cell(r["minutes"])} ({cell(r["expected_min"]) or "?"})',
+        f'{r["seed"]} |']))
+  return '\n'.join(lines) + '\n'
+
+
+@errors.exit_on_user_error
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('plan', help='configs/plans/<plan>.py[:arg]')
+  parser.add_argument('--out', required=True, help='folder of the runs')
+  parser.add_argument('--budget_min', type=float, default=None)
+  parser.add_argument('--parallel', type=int, default=1)
+  parser.add_argument('--set', action='append', default=[],
+                      help='override for every run, e.g. --set data.dir=...')
+  parser.add_argument('--smoke', action='store_true',
+                      help='every run at smoke size, its layout kept')
+  args = parser.parse_args(argv)
+  path, _, arg = args.plan.partition(':')
+  runs = load_plan(path, arg)
+  rows = run_plan(runs, args.out, args.budget_min, args.parallel, args.set,
+                  smoke=args.smoke)
+  print(summary_table(rows))
+  left = [r['run'] for r in rows if not r['status'].startswith('done')]
+  if left:
+    print(f'Not finished: {left}. The same command continues them.')
+  return 0 if not any(r['status'].startswith(('failed', 'not run'))
+                      for r in rows) else 1
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,132 @@
+"""The plan runner: runs a plan, skips what is finished, stops at its budget."""
+
+import glob
+import os
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from bonnkd import config_lib
+from bonnkd import errors
+from bonnkd import models
+from bonnkd import sweep
+from bonnkd import train
+from tests.conftest import ROOT
+from tests.conftest import read_json
+
+PLAN = textwrap.dedent('''
+    from bonnkd.sweep import Run
+
+    SMOKE = ('data.source=tarball', 'data.dir={data}', 'data.num_val=100',
+             'data.train_limit=-1', 'data.eval_limit=-1', 'num_epochs=1',
+             'tensorboard=False')
+
+    def get_plan():
+      return [
+          Run('teacher', 'configs/teacher_resnet18.py:smoke', SMOKE,
+              expected_min=0.5),
+          Run('alone', 'configs/phase2_kd_student.py:smoke',
+              SMOKE + ('kd.enabled=False',), seed=1),
+          Run('kd', 'configs/phase2_kd_student.py:smoke',
+              SMOKE + ('kd.teacher_workdir={out}/teacher',),
+              after=('teacher',)),
+      ]
+''')
+
+
+def read_text(path):
+  with open(path) as f:
+    return f.read()
+
+
+def write_plan(tmp_path, data, text=PLAN):
+  path = tmp_path / 'plan.py'
+  path.write_text(text.replace('{data}', data))
+  return str(path)
+
+
+def test_plan_runs_then_skips_what_is_finished(tmp_path, cifar_tarball,
+                                               capsys):
+  plan, out = write_plan(tmp_path, cifar_tarball[0]), str(tmp_path / 'out')
+  assert sweep.main([plan, '--out', out, '--parallel', '2']) == 0
+  for name in ('teacher', 'alone', 'kd'):
+    final = read_json(os.path.join(out, name, 'final.json'))
+    assert final['step'] == 15  # 500 images / 32, one epoch.
+  assert read_json(os.path.join(out, 'alone', 'final.json'))['seed'] == 1
+  assert read_json(os.path.join(out, 'kd', 'final.json'))['distilled']
+  summary = read_text(os.path.join(out, 'summary.md'))
+  assert summary.count('| done |') == 3
+
+  mtimes = {n: os.path.getmtime(os.path.join(out, n, 'final.json'))
+            for n in ('teacher', 'alone', 'kd')}
+  capsys.readouterr()
+  assert sweep.main([plan, '--out', out]) == 0
+  assert 'started' not in capsys.readouterr().out
+  assert read_text(os.path.join(out, 'summary.md')).count(
+      '| done before |') == 3
+  assert mtimes == {n: os.path.getmtime(os.path.join(out, n, 'final.json'))
+                    for n in mtimes}
+
+
+def test_budget_stops_and_says_what_is_left(tmp_path, cifar_tarball, capsys):
+  plan, out = write_plan(tmp_path, cifar_tarball[0]), str(tmp_path / 'out')
+  # 0.6 minutes: the teacher (expected 0.5) starts; nothing else fits after
+  # it, or it is stopped at the budget.
+  code = sweep.main([plan, '--out', out, '--budget_min', '0.6'])
+  printed = capsys.readouterr().out
+  rows = {r['run']: r['status'] for r in read_json(
+      os.path.join(out, 'summary.json'))}
+  assert rows['teacher'] in ('done', 'stopped at budget (resumes next time)')
+  assert 'Not finished:' in printed and "'kd'" in printed
+  assert rows['kd'].startswith('left')
+  assert code == 0
+
+
+def test_plan_mistakes_are_named_before_anything_runs(tmp_path,
+                                                      cifar_tarball):
+  bad = PLAN.replace("after=('teacher',)", "after=('nobody',)")
+  with pytest.raises(errors.UserError, match="'kd' comes after.*nobody"):
+    sweep.load_plan(write_plan(tmp_path, cifar_tarball[0], bad))
+  typo = PLAN.replace("'kd.enabled=False'", "'kd.enable=False'")
+  runs = sweep.load_plan(write_plan(tmp_path, cifar_tarball[0], typo))
+  with pytest.raises(errors.ConfigError, match="no field 'kd.enable'"):
+    sweep.run_plan(runs, str(tmp_path / 'out'))
+  assert not os.path.exists(tmp_path / 'out' / 'teacher')
+
+
+PLANS = sorted(glob.glob(os.path.join(ROOT, 'configs', 'plans', '*.py')))
+
+
+@pytest.mark.parametrize('path', PLANS, ids=os.path.basename)
+def test_committed_plans_load_and_their_configs_validate(path, tmp_path):
+  runs = sweep.load_plan(path)
+  assert runs
+  for run in runs:
+    config = sweep._config_of(run, str(tmp_path))  # pylint: disable=protected-access
+    if config.kd.enabled:
+      config.kd.teacher_workdir = config.kd.teacher_workdir or '/a/teacher'
+    train.validate_config(config)
+    # At smoke size the same run keeps its model's layout.
+    small = config_lib.override(config, sweep.smoke_overrides(
+        run, str(tmp_path)))
+    assert small.model.name == config.model.name
+    assert small.data.train_limit == 256
+
+
+def test_table1_plan_is_the_seeds_models():
+  runs = {r.name: r for r in sweep.load_plan(
+      os.path.join(ROOT, 'configs', 'plans', 'table1.py'))}
+  sizes = {}
+  for name, run in runs.items():
+    model = models.create_model(config_lib.load(run.config).model)
+    variables = jax.eval_shape(lambda m=model: m.init(
+        jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+    sizes[name] = models.count_params(variables['params'])
+  # ResNet-18, WRN-16-7 with a 1-bit stem, the 41/64-width student alone
+  # and distilled (tests/test_models.py derives each count).
+  assert sizes == {'teacher_resnet18': 11_173_962,
+                   'phase1_wrn16_7': 8_396_010,
+                   'student_alone': 4_589_591, 'student_kd': 4_589_591}
+  assert runs['student_kd'].after == ('teacher_resnet18',)
