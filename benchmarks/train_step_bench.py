@@ -31,7 +31,8 @@ def random_teacher(teacher_config, impl: str):
   """A teacher with the model of ``teacher_config`` and random weights."""
   model_config = teacher_config.model.copy_and_resolve_references()
   model_config.conv_impl = impl
-  model = models.create_model(model_config)
+  model = models.create_model(model_config,
+                              dtype=teacher_config.get('dtype', 'float32'))
   variables = model.init(jax.random.key(2), np.zeros((1, 32, 32, 3), np.float32))
   return teacher_lib.Teacher(model=model, variables=variables,
                              config=teacher_config, step=0)

@@ -60,6 +60,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.dropout_rate = 0.0
   # 'auto' picks the fast lowering per backend (see bonnkd.layers.conv2d).
   config.model.conv_impl = 'auto'
+  # The computation's dtype: 'float32' or 'bfloat16' (activations and
+  # convolutions; parameters, optimizer state, BatchNorm statistics and the
+  # loss stay float32). bfloat16 on the GPU/TPU presets.
+  config.dtype = 'float32'
 
   config.data = ml_collections.ConfigDict()
   # 'tfds' (downloads where there is internet), 'folder' (split/class/img,

@@ -22,6 +22,7 @@ Why flax.linen: bonnkd follows flax ``examples/`` and big_vision, whose
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -39,7 +40,7 @@ CONV_IMPLS = ('auto', 'native', 'im2col')
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 
 
-def _im2col_conv(x, kernel, strides, padding):
+def _im2col_conv(x, kernel, strides, padding, accumulate_dtype=None):
   """Convolution as one matmul over the k*k shifted views of the input.
 
   Gathering the k*k shifted windows into the contraction axis and calling
@@ -64,7 +65,8 @@ def _im2col_conv(x, kernel, strides, padding):
       for j in range(kw)
   ]
   cols = jnp.concatenate(windows, axis=-1) if len(windows) > 1 else windows[0]
-  return cols @ kernel.reshape(kh * kw * cin, cout)
+  return jnp.matmul(cols, kernel.reshape(kh * kw * cin, cout),
+                    preferred_element_type=accumulate_dtype)
 
 
 # conv shape key -> 'native' | 'im2col', measured on this CPU by
@@ -103,7 +105,8 @@ def _use_im2col(x_shape, kernel_shape, strides, impl: str) -> bool:
   return _CPU_CONV_PLAN.get(key, 'native') == 'im2col'
 
 
-def conv2d(x, kernel, strides=(1, 1), padding='SAME', impl: str = 'auto'):
+def conv2d(x, kernel, strides=(1, 1), padding='SAME', impl: str = 'auto',
+           accumulate_dtype=None):
   """2-D convolution, NHWC x HWIO -> NHWC, with a choice of lowering.
 
   Args:
@@ -114,6 +117,8 @@ def conv2d(x, kernel, strides=(1, 1), padding='SAME', impl: str = 'auto'):
     impl: 'native' (``lax.conv_general_dilated``), 'im2col' (one GEMM over
       shifted windows) or 'auto' (the one measured fastest for this shape on
       this machine, :mod:`bonnkd.conv_autotune`; native where unmeasured).
+    accumulate_dtype: dtype of the sums and the result (e.g. float32 for
+      bfloat16 inputs); None: the inputs' dtype.
 
   Returns:
     (N, H', W', C_out).
@@ -122,9 +127,10 @@ def conv2d(x, kernel, strides=(1, 1), padding='SAME', impl: str = 'auto'):
     raise ValueError(f'conv impl must be one of {CONV_IMPLS}, got {impl!r}.')
   strides = tuple(strides)
   if _use_im2col(x.shape, kernel.shape, strides, impl):
-    return _im2col_conv(x, kernel, strides, padding)
+    return _im2col_conv(x, kernel, strides, padding, accumulate_dtype)
   return lax.conv_general_dilated(
-      x, kernel, strides, padding, dimension_numbers=_DIMENSION_NUMBERS
+      x, kernel, strides, padding, dimension_numbers=_DIMENSION_NUMBERS,
+      preferred_element_type=accumulate_dtype,
   )
 
 
@@ -142,6 +148,11 @@ class QuantConv(nn.Module):
       only used when ``binarize_weights``.
     conv_impl: see :func:`conv2d`.
     kernel_init: initializer of the latent real-valued kernel.
+    dtype: dtype of the computation (inputs, kernel and output); the
+      parameters stay float32. In bfloat16 a 1-bit conv stays exact: the
+      sign of a bfloat16 value is the sign of the value, and the sums of
+      +-1 products (integers up to 9 * C_in) are accumulated in float32,
+      where they are exact, before the scale and the cast back.
   """
 
   features: int
@@ -153,6 +164,7 @@ class QuantConv(nn.Module):
   weight_scale: str = 'modulation'
   conv_impl: str = 'auto'
   kernel_init: nn.initializers.Initializer = nn.initializers.kaiming_normal()
+  dtype: Any = jnp.float32
 
   @property
   def is_binary(self) -> bool:
@@ -184,9 +196,13 @@ class QuantConv(nn.Module):
             kernel,
         )
       kernel = quantize(kernel)
+    x = x.astype(self.dtype)
     if self.binarize_inputs:
       x = quantize(x)
-    y = conv2d(x, kernel.astype(x.dtype), self.strides, 'SAME', self.conv_impl)
+    # Binary sums are integers: exact in float32, not in bfloat16 (> 256).
+    accumulate = jnp.float32 if self.is_binary else None
+    y = conv2d(x, kernel.astype(self.dtype), self.strides, 'SAME',
+               self.conv_impl, accumulate)
     if scale is not None:
       y = y * scale.astype(y.dtype)
-    return y
+    return y.astype(self.dtype)

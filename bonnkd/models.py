@@ -48,6 +48,7 @@ __all__ = [
     'ResNet18',
     'create_model',
     'validate_config',
+    'DTYPES',
 ]
 
 BINARIZE_MODES = ('none', 'first_conv', 'inner', 'all')
@@ -60,13 +61,14 @@ class _ConvFactory:
   """Builds the QuantConv of each conv role ('stem', 'inner', 'shortcut')."""
 
   def __init__(self, binarize, binarize_what, quantizer, weight_scale,
-               conv_impl):
+               conv_impl, dtype):
     self.binarize = binarize
     self.weights = binarize_what in ('weights', 'both')
     self.inputs = binarize_what in ('activations', 'both')
     self.quantizer = quantizer
     self.weight_scale = weight_scale
     self.conv_impl = conv_impl
+    self.dtype = dtype
 
   def is_binary(self, role: str) -> bool:
     return {
@@ -91,6 +93,7 @@ class _ConvFactory:
         quantizer=self.quantizer,
         weight_scale=self.weight_scale,
         conv_impl=self.conv_impl,
+        dtype=self.dtype,
         name=name,
     )
 
@@ -105,7 +108,8 @@ class WideBasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    norm = functools.partial(_BatchNorm, use_running_average=not train)
+    norm = functools.partial(_BatchNorm, use_running_average=not train,
+                             dtype=self.conv.dtype)
     # A conv with binarized inputs reads BN -> sign (the sign is its
     # nonlinearity); the sign of a ReLU output would be all +1.
     def act(y, role):
@@ -138,6 +142,8 @@ class WideResNet(nn.Module):
     weight_scale: one of :data:`bonnkd.layers.WEIGHT_SCALES`.
     dropout_rate: dropout between the two convs of a block.
     conv_impl: see :func:`bonnkd.layers.conv2d`.
+    dtype: dtype of activations and convolutions ('float32' or 'bfloat16');
+      parameters, BatchNorm statistics and the logits stay float32.
   """
 
   depth: int = 16
@@ -149,6 +155,7 @@ class WideResNet(nn.Module):
   weight_scale: str = 'modulation'
   dropout_rate: float = 0.0
   conv_impl: str = 'auto'
+  dtype: Any = jnp.float32
 
   def __post_init__(self):
     _validate_wide_resnet(self.depth, self.width, self.binarize,
@@ -160,7 +167,7 @@ class WideResNet(nn.Module):
   def __call__(self, x, train: bool = False):
     blocks_per_group = (self.depth - 4) // 6
     conv = _ConvFactory(self.binarize, self.binarize_what, self.quantizer,
-                        self.weight_scale, self.conv_impl)
+                        self.weight_scale, self.conv_impl, self.dtype)
     x = conv('stem', 16, name='stem')(x)
     for group, base in enumerate((16, 32, 64)):
       for block in range(blocks_per_group):
@@ -171,9 +178,11 @@ class WideResNet(nn.Module):
             dropout_rate=self.dropout_rate,
             name=f'group{group}_block{block}',
         )(x, train)
-    x = nn.relu(_BatchNorm(use_running_average=not train, name='bn')(x))
+    x = nn.relu(_BatchNorm(use_running_average=not train, dtype=self.dtype,
+                           name='bn')(x))
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, name='head')(x)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x)
+    return logits.astype(jnp.float32)
 
 
 class ResNetBlock(nn.Module):
@@ -182,11 +191,14 @@ class ResNetBlock(nn.Module):
   features: int
   strides: int
   conv_impl: str = 'auto'
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    norm = functools.partial(_BatchNorm, use_running_average=not train)
-    conv = functools.partial(layers.QuantConv, conv_impl=self.conv_impl)
+    norm = functools.partial(_BatchNorm, use_running_average=not train,
+                             dtype=self.dtype)
+    conv = functools.partial(layers.QuantConv, conv_impl=self.conv_impl,
+                             dtype=self.dtype)
     y = conv(self.features, strides=(self.strides,) * 2, name='conv1')(x)
     y = nn.relu(norm(name='bn1')(y))
     y = conv(self.features, name='conv2')(y)
@@ -207,12 +219,14 @@ class ResNet(nn.Module):
     widths: channels per stage; (64, 128, 256, 512) is ResNet-18.
     num_classes: size of the classifier.
     conv_impl: see :func:`bonnkd.layers.conv2d`.
+    dtype: as :class:`WideResNet`'s.
   """
 
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   widths: Sequence[int] = (64, 128, 256, 512)
   num_classes: int = 10
   conv_impl: str = 'auto'
+  dtype: Any = jnp.float32
 
   def __post_init__(self):
     _validate_resnet(self.stage_sizes, self.widths, self.conv_impl)
@@ -221,8 +235,10 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = layers.QuantConv(self.widths[0], conv_impl=self.conv_impl,
+                         dtype=self.dtype,
                          name='stem')(x)
-    x = nn.relu(_BatchNorm(use_running_average=not train, name='stem_bn')(x))
+    x = nn.relu(_BatchNorm(use_running_average=not train, dtype=self.dtype,
+                           name='stem_bn')(x))
     for stage, (blocks, features) in enumerate(
         zip(self.stage_sizes, self.widths)):
       for block in range(blocks):
@@ -230,10 +246,12 @@ class ResNet(nn.Module):
             features=features,
             strides=2 if stage > 0 and block == 0 else 1,
             conv_impl=self.conv_impl,
+            dtype=self.dtype,
             name=f'stage{stage}_block{block}',
         )(x, train)
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, name='head')(x)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x)
+    return logits.astype(jnp.float32)
 
 
 WRN16_4 = functools.partial(WideResNet, depth=16, width=4)
@@ -277,24 +295,35 @@ def _validate_resnet(stage_sizes, widths, conv_impl) -> None:
                    conv_impl, f'one of {layers.CONV_IMPLS}')
 
 
-def validate_config(model_config) -> None:
-  """Checks every field of ``config.model``; raises a ConfigError naming it.
+def validate_config(model_config, dtype: str = 'float32') -> None:
+  """Checks ``config.model`` and ``config.dtype``; a ConfigError names them.
 
   The models run the same checks when they are built, so a model made in
   Python (``WideResNet(binarize='middle')``) fails the same way.
   """
   config_lib.check(model_config.get('name') in _MODELS, 'model.name',
                    model_config.get('name'), f'one of {sorted(_MODELS)}')
-  create_model(model_config)
+  create_model(model_config, dtype=dtype)
 
 
-def create_model(model_config, num_classes: int = 10) -> nn.Module:
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def create_model(model_config, num_classes: int = 10,
+                 dtype: str = 'float32') -> nn.Module:
   """Builds a model from ``config.model`` (``name`` plus its fields).
+
+  Args:
+    model_config: ``config.model``.
+    num_classes: size of the classifier.
+    dtype: ``config.dtype``, the computation's dtype (a key of DTYPES); it
+      does not change the parameters.
 
   Raises:
     errors.ConfigError: unknown model name or invalid field (named).
   """
-  kwargs = dict(model_config)
+  config_lib.check(dtype in DTYPES, 'dtype', dtype, f'one of {sorted(DTYPES)}')
+  kwargs = dict(model_config, dtype=DTYPES[dtype])
   name = kwargs.pop('name')
   config_lib.check(name in _MODELS, 'model.name', name,
                    f'one of {sorted(_MODELS)}')

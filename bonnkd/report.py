@@ -101,7 +101,9 @@ def test_predictions(config, variables, split, batch_size: int = 500):
   """
   mesh = sharding.DataParallelMesh()
   batch_size -= batch_size % mesh.size
-  eval_fn = evaluation.make_eval_fn(models.create_model(config.model), mesh)
+  model = models.create_model(config.model,
+                              dtype=config.get('dtype', 'float32'))
+  eval_fn = evaluation.make_eval_fn(model, mesh)
   variables = jax.device_put(variables, mesh.replicated)
   _, predictions = evaluation.evaluate(eval_fn, variables, split, batch_size,
                                        mesh)

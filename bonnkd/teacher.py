@@ -52,7 +52,8 @@ def load_teacher(workdir: str, sharding=None) -> Teacher:
   """
   try:
     config = run_dir.read_config(workdir)
-    model = models.create_model(config.model)
+    model = models.create_model(config.model,
+                                dtype=config.get('dtype', 'float32'))
     step, variables = run_dir.restore_variables(workdir, 'best', sharding)
   except errors.UserError as e:
     raise type(e)(f'config.kd.teacher_workdir={workdir!r}: {e} Train a '

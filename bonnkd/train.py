@@ -63,7 +63,7 @@ def validate_config(config, num_devices: int = 1) -> None:
       was expected.
   """
   config_lib.validate(config, num_devices)
-  models.validate_config(config.model)
+  models.validate_config(config.model, config.dtype)
   input_pipeline.validate_config(config.data)
 
 
@@ -174,7 +174,7 @@ def setup(config, num_train_examples: int, *, devices=None,
   teacher = teacher if config.kd.enabled else None
   steps_per_epoch = config_lib.steps_per_epoch(num_train_examples,
                                                config.batch_size)
-  model = models.create_model(config.model)
+  model = models.create_model(config.model, dtype=config.dtype)
   if jax.process_count() == 1:
     # Every process of a multi-process job must compile the same program:
     # there 'auto' keeps the native convolution rather than each measuring.

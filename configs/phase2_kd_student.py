@@ -47,6 +47,7 @@ def get_config(preset: str = ''):
   if preset == 'default':
     config.model = config_lib.resnet_model((2, 2, 2, 2), (41, 82, 164, 328))
     config.num_epochs = 200.0
+    config.dtype = 'bfloat16'
     config.optim.lr = 0.1
   elif preset == 'cpu':
     config.model = config_lib.resnet_model((1, 1, 1), (12, 24, 48))

@@ -31,6 +31,7 @@ def get_config(preset: str = ''):
   if preset == 'default':
     config.model = config_lib.resnet_model((2, 2, 2, 2), (64, 128, 256, 512))
     config.num_epochs = 200.0
+    config.dtype = 'bfloat16'
     config.optim.lr = 0.1
   elif preset == 'cpu':
     config.model.depth = 16
