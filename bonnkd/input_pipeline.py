@@ -10,9 +10,10 @@ Three sources, chosen by ``config.data.source``:
 * ``'tarball'`` -- the official ``cifar-10-python.tar.gz``, for offline
                    clusters (``config.data.dir`` is the file's path).
 
-CIFAR-10 is 150 MB as uint8, so the whole split lives in host memory and a
-batch is a function of the step alone: epoch ``e`` visits the train images in
-the order of a permutation seeded by ``(seed, e)``. Resuming at step ``s``
+CIFAR-10 is 150 MB as uint8, so the whole split lives in memory (the train
+split on the devices, see ``bonnkd.train``) and a batch is a function of the
+step alone: epoch ``e`` visits the train images in the order of a
+permutation seeded by ``(seed, e)``. Resuming at step ``s``
 therefore replays exactly the batches an uninterrupted run would have seen,
 with no iterator state to checkpoint. Augmentation runs on the accelerator
 inside the jitted step (:mod:`bonnkd.augment`), so two host cores are not
@@ -45,6 +46,7 @@ __all__ = [
     'DataError',
     'validate_config',
     'load_splits',
+    'train_indices',
     'train_batch',
     'eval_batches',
 ]
@@ -273,9 +275,9 @@ def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
   return perm
 
 
-def train_batch(split: Split, step: int, batch_size: int, seed: int,
-                process_index: int = 0, process_count: int = 1):
-  """The host-local part of the global train batch of ``step``.
+def train_indices(num_examples: int, step: int, batch_size: int, seed: int,
+                  process_index: int = 0, process_count: int = 1):
+  """Indices into the train split of the host-local rows of ``step``'s batch.
 
   Each epoch is a fresh permutation seeded by ``(seed, epoch)``; the last
   incomplete batch of an epoch is dropped. Host ``i`` of ``n`` gets rows
@@ -283,16 +285,28 @@ def train_batch(split: Split, step: int, batch_size: int, seed: int,
   the global batch does not depend on ``n``.
 
   Returns:
-    (images uint8 (b/n, 32, 32, 3), labels int32 (b/n,)).
+    int32 (b/n,).
   """
-  steps_per_epoch = len(split) // batch_size
+  steps_per_epoch = num_examples // batch_size
   epoch, index = divmod(step, steps_per_epoch)
-  perm = epoch_permutation(len(split), seed, epoch)
+  perm = epoch_permutation(num_examples, seed, epoch)
   # Sorted as a whole before slicing, so that the global batch (and the
   # augmentation each row gets) is the same for any number of processes.
   batch = np.sort(perm[index * batch_size:(index + 1) * batch_size])
   local = batch_size // process_count
-  idx = batch[process_index * local:(process_index + 1) * local]
+  return batch[process_index * local:(process_index + 1) * local].astype(
+      np.int32)
+
+
+def train_batch(split: Split, step: int, batch_size: int, seed: int,
+                process_index: int = 0, process_count: int = 1):
+  """The host-local rows of ``step``'s batch (:func:`train_indices`).
+
+  Returns:
+    (images uint8 (b/n, 32, 32, 3), labels int32 (b/n,)).
+  """
+  idx = train_indices(len(split), step, batch_size, seed, process_index,
+                      process_count)
   return split.images[idx], split.labels[idx]
 
 

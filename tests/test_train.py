@@ -81,19 +81,19 @@ def test_interrupted_run_resumes_to_identical_parameters(
     finished_run, cifar_tarball, tmp_path, monkeypatch):
   config, _, reference = finished_run
   workdir = str(tmp_path)
-  real_batch = input_pipeline.train_batch
+  real_batch = input_pipeline.train_indices
 
-  def dying_batch(split, step, *args, **kwargs):
+  def dying_batch(num_examples, step, *args, **kwargs):
     if step == 20:  # mid-epoch 2, after the epoch-1 checkpoint at step 15.
       raise Interrupt
-    return real_batch(split, step, *args, **kwargs)
+    return real_batch(num_examples, step, *args, **kwargs)
 
-  monkeypatch.setattr(input_pipeline, 'train_batch', dying_batch)
+  monkeypatch.setattr(input_pipeline, 'train_indices', dying_batch)
   with pytest.raises(Interrupt):
     train.train_and_evaluate(config, workdir)
   # Logged every 4 steps: the last record before the interruption is 20.
   assert max(r['step'] for r in read_metrics(workdir)) == 20
-  monkeypatch.setattr(input_pipeline, 'train_batch', real_batch)
+  monkeypatch.setattr(input_pipeline, 'train_indices', real_batch)
   resumed = train.train_and_evaluate(config, workdir)
 
   assert int(resumed.step) == 45
@@ -109,17 +109,17 @@ def test_non_finite_loss_stops_with_step_and_keeps_files(
     cifar_tarball, tmp_path, monkeypatch):
   config = tiny_config(cifar_tarball[0], num_epochs=3.0)
   workdir = str(tmp_path)
-  real_batch = input_pipeline.train_batch
+  real_batch = input_pipeline.train_indices
 
-  def stop_after_first_epoch(split, step, *args, **kwargs):
+  def stop_after_first_epoch(num_examples, step, *args, **kwargs):
     if step == 16:
       raise Interrupt
-    return real_batch(split, step, *args, **kwargs)
+    return real_batch(num_examples, step, *args, **kwargs)
 
-  monkeypatch.setattr(input_pipeline, 'train_batch', stop_after_first_epoch)
+  monkeypatch.setattr(input_pipeline, 'train_indices', stop_after_first_epoch)
   with pytest.raises(Interrupt):
     train.train_and_evaluate(config, workdir)
-  monkeypatch.setattr(input_pipeline, 'train_batch', real_batch)
+  monkeypatch.setattr(input_pipeline, 'train_indices', real_batch)
   # Records up to the checkpoint (step 15) are final; later ones are replayed.
   before = [r for r in read_metrics(workdir) if r['step'] <= 15]
 
@@ -151,3 +151,21 @@ def test_inspect_reports_steps_params_and_binary_layers(finished_run):
   # The smoke model's only 1-bit layer is the stem (first_conv, weights).
   assert '1-bit layers: 1\n' in text
   assert f'  stem: +1 fraction {np.mean(stem >= 0):.3f}' in text
+
+
+def test_step_on_device_rows_equals_step_on_host_batch(cifar_tarball):
+  # The run's step gathers its batch from the train split held on the
+  # devices; the same rows sent from the host give the same update.
+  config = tiny_config(cifar_tarball[0])
+  run = train.setup(config, 500)
+  split = input_pipeline.load_splits(config.data)['train']
+  indices = input_pipeline.train_indices(len(split), 3, 32, config.seed)
+  on_devices = run.put_train_split(split)
+  copy = jax.tree.map(jnp.copy, run.state)  # Both steps donate their state.
+  at, metrics_at = run.train_step_at(copy, *on_devices,
+                                     *run.mesh.put_batch(indices))
+  host, metrics = run.train_step(run.state, *run.mesh.put_batch(
+      split.images[indices], split.labels[indices]))
+  for a, b in zip(jax.tree.leaves(at), jax.tree.leaves(host)):
+    np.testing.assert_array_equal(a, b)
+  assert float(metrics_at['loss']) == float(metrics['loss'])

@@ -38,20 +38,20 @@ class Interrupt(Exception):
 
 
 def interrupt(config, workdir, at_step=20):
-  real_batch = input_pipeline.train_batch
+  real_batch = input_pipeline.train_indices
 
-  def dying_batch(split, step, *args, **kwargs):
+  def dying_batch(num_examples, step, *args, **kwargs):
     if step == at_step:
       raise Interrupt
-    return real_batch(split, step, *args, **kwargs)
+    return real_batch(num_examples, step, *args, **kwargs)
 
-  input_pipeline.train_batch = dying_batch
+  input_pipeline.train_indices = dying_batch
   try:
     train.train_and_evaluate(config, workdir)
   except Interrupt:
     pass
   finally:
-    input_pipeline.train_batch = real_batch
+    input_pipeline.train_indices = real_batch
 
 
 def use(data, workdir, student_dir):
