@@ -107,6 +107,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Running the command of a finished run again reports its final.json and
   # changes nothing; True evaluates the best checkpoint again and rewrites it.
   config.force_final_eval = False
+  # Whether final.json evaluates the best checkpoint on test too; False for
+  # model selection, which reads the val split only.
+  config.eval_test = True
 
   config.log_every_steps = 50
   config.eval_every_epochs = 1

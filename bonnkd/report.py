@@ -128,7 +128,7 @@ def comparison_rows(run_dirs):
         'run': os.path.basename(os.path.normpath(run_dir)),
         'phase': config.phase,
         'model': model,
-        'test_accuracy': final['test_accuracy'],
+        'test_accuracy': final.get('test_accuracy'),
         'val_accuracy': final['val_accuracy'],
         'params': cost['params'],
         'binary_share': cost['binary_share'],
@@ -141,6 +141,10 @@ def comparison_rows(run_dirs):
   return rows
 
 
+def _percent(value) -> str:
+  return 'not evaluated' if value is None else f'{100 * value:.2f}'
+
+
 def _markdown(rows) -> str:
   header = ('| run | phase | model | test acc % | val acc % | params | '
             '1-bit share | size float32 (KiB) | size 1-bit (KiB) | FLOPs | '
@@ -149,7 +153,7 @@ def _markdown(rows) -> str:
   for r in rows:
     lines.append(
         f'| {r["run"]} | {r["phase"]} | {r["model"]} | '
-        f'{100 * r["test_accuracy"]:.2f} | {100 * r["val_accuracy"]:.2f} | '
+        f'{_percent(r["test_accuracy"])} | {_percent(r["val_accuracy"])} | '
         f'{r["params"]:,} | {100 * r["binary_share"]:.1f}% | '
         f'{r["size_float32_bits"] / 8 / 1024:,.1f} | '
         f'{r["size_1bit_bits"] / 8 / 1024:,.1f} | {r["flops"]:,} | '
@@ -200,6 +204,12 @@ def write_report(run_dirs, out_dir, data_source=None, data_dir=None):
   for run_dir in run_dirs:
     name = os.path.basename(os.path.normpath(run_dir))
     config, final, records = load_run(run_dir)
+    if 'test_accuracy' not in final:
+      # A model-selection run (eval_test=False): its test split stays unread.
+      _plot_curves(epoch_curves(records),
+                   f'{name}: val {100 * final["val_accuracy"]:.2f}%',
+                   os.path.join(out_dir, f'{name}_curves.png'))
+      continue
     _plot_curves(epoch_curves(records),
                  f'{name}: test {100 * final["test_accuracy"]:.2f}%',
                  os.path.join(out_dir, f'{name}_curves.png'))

@@ -247,12 +247,12 @@ def _check_finite(record: dict[str, Any]) -> None:
 
 def _report_finished(config, workdir: str, final: dict) -> TrainState | None:
   """A finished run is finished: report its final.json, change nothing."""
-  logging.info('%s is a finished run (its final.json: test accuracy %.4f, '
+  logging.info('%s is a finished run (its final.json: test accuracy %s, '
                'val accuracy %.4f at step %d); nothing to do. Delete '
                'final.json or pass --config.force_final_eval=True to '
                'evaluate its best checkpoint again.', workdir,
-               final['test_accuracy'], final['val_accuracy'],
-               final['best_step'])
+               final.get('test_accuracy', 'not evaluated'),
+               final['val_accuracy'], final['best_step'])
   mesh = sharding_lib.DataParallelMesh()
   try:
     _, state = run_dir.restore_state(workdir, 'latest', mesh.replicated,
@@ -328,8 +328,10 @@ def train_and_evaluate(config, workdir: str) -> TrainState | None:
                wall_time_s=round(log.elapsed_s, 1),
                steps_per_epoch=run.steps_per_epoch, seed=config.seed,
                devices=f'{jax.device_count()}x {jax.devices()[0].device_kind}')
-  log.write(final['best_step'], final['best_step'] / run.steps_per_epoch,
-            'test', loss=final['test_loss'], accuracy=final['test_accuracy'])
+  if config.eval_test:
+    log.write(final['best_step'], final['best_step'] / run.steps_per_epoch,
+              'test', loss=final['test_loss'],
+              accuracy=final['test_accuracy'])
   log.close()
   if is_main:
     run_dir.write_json(os.path.join(workdir, run_dir.FINAL_FILE), final)
@@ -402,7 +404,7 @@ def _final_evaluation(run: Setup, manager, state, data, log):
   """
   best_step, best_state = checkpointing.restore(manager, state, which='best')
   results = {'best_step': int(best_step)}
-  for split in ('val', 'test'):
+  for split in ('val', 'test') if run.config.eval_test else ('val',):
     metrics, _ = evaluation.evaluate(run.eval_step,
                                      evaluation.variables_of(best_state),
                                      data[split], run.config.eval_batch_size,

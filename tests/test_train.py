@@ -169,3 +169,24 @@ def test_step_on_device_rows_equals_step_on_host_batch(cifar_tarball):
   for a, b in zip(jax.tree.leaves(at), jax.tree.leaves(host)):
     np.testing.assert_array_equal(a, b)
   assert float(metrics_at['loss']) == float(metrics['loss'])
+
+
+def test_model_selection_run_reports_val_only(cifar_tarball, tmp_path,
+                                              monkeypatch):
+  # eval_test=False (the plans that choose presets): no test number is
+  # computed or written; the test split is never evaluated.
+  evaluated = []
+  real_evaluate = evaluation.evaluate
+
+  def recording_evaluate(eval_fn, variables, split, *args):
+    evaluated.append(len(split))
+    return real_evaluate(eval_fn, variables, split, *args)
+
+  monkeypatch.setattr(evaluation, 'evaluate', recording_evaluate)
+  config = tiny_config(cifar_tarball[0], num_epochs=1.0, eval_test=False)
+  train.train_and_evaluate(config, str(tmp_path))
+  final = read_json(os.path.join(tmp_path, 'final.json'))
+  assert 'val_accuracy' in final
+  assert not [k for k in final if k.startswith('test')]
+  assert 'test' not in {r['split'] for r in read_metrics(str(tmp_path))}
+  assert set(evaluated) == {100}  # Only the 100 val images, never the 200.
