@@ -1,0 +1,113 @@
+"""BONN's kernel and feature losses against NumPy, and their gradients."""
+
+import jax
+from jax import test_util as jtu
+import jax.numpy as jnp
+import numpy as np
+
+from bonnkd import bayesian_losses
+from bonnkd import quantizers
+
+
+def tiny_kernel(seed=0):
+  # 2x2 kernels, 2 input and 3 output channels; no entry near 0.
+  k = np.random.default_rng(seed).normal(size=(2, 2, 2, 3))
+  return (np.sign(k) * (np.abs(k) + 0.1)).astype(np.float32)
+
+
+def np_kernel_loss(k, s, nu):
+  """Loop over kernels (n, i), float64, as the formula reads."""
+  k, s = k.astype(np.float64), s.astype(np.float64)
+  recon = prior = log_det = 0.0
+  for n in range(k.shape[2]):
+    for i in range(k.shape[3]):
+      w = k[:, :, n, i].ravel()
+      recon += np.sum((w - s[i] * np.sign(w)) ** 2)
+      pos, neg = w[w > 0], -w[w <= 0]
+      mu_p = pos.mean() if pos.size else 0.0
+      mu_n = neg.mean() if neg.size else 0.0
+      centre = np.where(w > 0, mu_p, mu_n)
+      psi = np.mean((np.abs(w) - centre) ** 2) + 1e-8
+      prior += np.sum(np.where(w > 0, w - mu_p, w + mu_n) ** 2) / psi
+      log_det += w.size * np.log(psi)
+  return 0.5 * (recon + nu * (prior + log_det)), recon, prior, log_det
+
+
+def test_kernel_loss_matches_numpy():
+  k, s = tiny_kernel(), np.array([0.3, 0.7, 1.1], np.float32)
+  loss, parts = jax.jit(bayesian_losses.kernel_loss, static_argnums=2)(
+      k, s, 0.5)
+  ref, recon, prior, log_det = np_kernel_loss(k, s, 0.5)
+  np.testing.assert_allclose(loss, ref, rtol=1e-5)
+  np.testing.assert_allclose(parts['reconstruction'], recon, rtol=1e-5)
+  np.testing.assert_allclose(parts['prior'], prior, rtol=1e-5)
+  np.testing.assert_allclose(parts['log_det'], log_det, rtol=1e-5)
+
+
+def test_reconstruction_is_minimal_at_xnors_scale():
+  # d/dw ||k - w o sign(k)||^2 = -2 sum (|k| - w) = 0 at w = mean |k| per
+  # output channel: the value the modulation vector starts from.
+  k = tiny_kernel(1)
+  alpha = quantizers.xnor_weight_scale(jnp.asarray(k)).reshape(-1)
+  grad = jax.grad(lambda s: bayesian_losses.kernel_loss(k, s, 0.0)[0])(alpha)
+  np.testing.assert_allclose(grad, 0.0, atol=1e-5)
+  at_alpha = bayesian_losses.kernel_loss(k, alpha, 0.0)[0]
+  for delta in (-0.05, 0.05):
+    assert bayesian_losses.kernel_loss(k, alpha + delta, 0.0)[0] > at_alpha
+
+
+def test_kernel_gradient_pulls_weights_to_their_modes():
+  # With mu and psi held constant: d/dk = (k - w sign k) + nu (k - mu) / psi
+  # (k + mu- for a negative entry), computed here by hand.
+  k, s, nu = tiny_kernel(2), np.array([0.5, 0.5, 0.5], np.float32), 0.25
+  grad = jax.grad(lambda k: bayesian_losses.kernel_loss(k, s, nu)[0])(k)
+  expected = np.zeros_like(k, np.float64)
+  for n in range(2):
+    for i in range(3):
+      w = k[:, :, n, i].astype(np.float64)
+      pos = w > 0
+      mu_p = w[pos].mean() if pos.any() else 0.0
+      mu_n = (-w[~pos]).mean() if (~pos).any() else 0.0
+      psi = np.mean((np.abs(w) - np.where(pos, mu_p, mu_n)) ** 2) + 1e-8
+      dev = np.where(pos, w - mu_p, w + mu_n)
+      expected[:, :, n, i] = (w - s[i] * np.sign(w)) + nu * dev / psi
+  np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-5)
+  # With respect to the modulation (the statistics do not depend on it).
+  jtu.check_grads(lambda s: bayesian_losses.kernel_loss(k, s, nu)[0],
+                  (s,), order=2, modes=('fwd', 'rev'), atol=1e-2, rtol=1e-2)
+
+
+def test_feature_loss_matches_numpy_and_its_gradient_checks():
+  rng = np.random.default_rng(3)
+  f = rng.normal(size=(6, 4)).astype(np.float32)
+  y = np.array([0, 1, 1, 2, 0, 2])
+  c = rng.normal(size=(3, 4)).astype(np.float32)
+  v = rng.uniform(0.5, 2.0, size=(3, 4)).astype(np.float32)
+  loss = bayesian_losses.feature_loss(f, y, c, v)
+  d2 = (f - c[y]) ** 2
+  ref = 0.5 * np.mean(d2.sum(-1) + (d2 / v[y] + np.log(v[y])).sum(-1))
+  np.testing.assert_allclose(loss, ref, rtol=1e-5)
+  jtu.check_grads(lambda f: bayesian_losses.feature_loss(f, y, c, v), (f,),
+                  order=2, modes=('fwd', 'rev'), atol=1e-2, rtol=1e-2)
+  # No gradient reaches the running statistics.
+  g_c, g_v = jax.grad(bayesian_losses.feature_loss, argnums=(2, 3))(f, y, c,
+                                                                     v)
+  assert not np.any(g_c) and not np.any(g_v)
+
+
+def test_class_statistics_move_toward_the_batch_and_absent_classes_stay():
+  f = np.array([[1.0, 2.0], [3.0, 2.0], [10.0, 0.0]], np.float32)
+  y = np.array([0, 0, 2])
+  centres = np.zeros((3, 2), np.float32)
+  variances = np.ones((3, 2), np.float32)
+  c, v = bayesian_losses.update_class_statistics(centres, variances, f, y,
+                                                 momentum=0.5)
+  # Class 0: batch mean (2, 2); centre 0.5 * 0 + 0.5 * (2, 2) = (1, 1).
+  np.testing.assert_allclose(c[0], [1.0, 1.0])
+  # Its spread around the new centre: mean of ((0, 1)^2, (2, 1)^2) = (2, 1).
+  np.testing.assert_allclose(v[0], [0.5 + 0.5 * 2.0, 0.5 + 0.5 * 1.0])
+  np.testing.assert_allclose(c[2], [5.0, 0.0])
+  np.testing.assert_allclose(v[2], [0.5 + 0.5 * 25.0, 0.5])
+  # Class 1 is not in the batch: unchanged.
+  np.testing.assert_array_equal(c[1], centres[1])
+  np.testing.assert_array_equal(v[1], variances[1])
