@@ -37,14 +37,16 @@ Readings chosen here (the sources reach us as extracted text):
   ``theta`` does not depend on the batch size) and its gradient reaches only
   ``f``.
 
-Not yet used by the train step: ``config.bonn`` and the networks that are
-really 1-bit come with them (issue 9).
+``bonnkd.train.train_step`` adds ``lambda * network_kernel_loss`` and
+``theta * feature_loss`` when ``config.bonn.kernel_weight`` /
+``feature_weight`` are above 0.
 """
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ['kernel_loss', 'feature_loss', 'update_class_statistics']
+__all__ = ['kernel_loss', 'network_kernel_loss', 'feature_loss',
+           'update_class_statistics']
 
 _EPS = 1e-8
 
@@ -84,6 +86,24 @@ def kernel_loss(kernel: jax.Array, scale: jax.Array, nu: float):
   loss = 0.5 * (reconstruction + nu * (prior + log_det))
   return loss, {'reconstruction': reconstruction, 'prior': prior,
                 'log_det': log_det}
+
+
+def network_kernel_loss(params, nu: float) -> jax.Array:
+  """The kernel loss summed over every layer with a modulation vector.
+
+  Those are the 1-bit convs of ``weight_scale='modulation'`` (BONN's
+  setting): each holds ``kernel`` and ``modulation`` side by side.
+  """
+  total = jnp.zeros((), jnp.float32)
+  def visit(tree):
+    nonlocal total
+    if 'modulation' in tree and 'kernel' in tree:
+      total = total + kernel_loss(tree['kernel'], tree['modulation'], nu)[0]
+    for value in tree.values():
+      if isinstance(value, dict):
+        visit(value)
+  visit(params)
+  return total
 
 
 def feature_loss(features: jax.Array, labels: jax.Array, centres: jax.Array,

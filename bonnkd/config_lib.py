@@ -111,6 +111,17 @@ def base_config() -> ml_collections.ConfigDict:
   # model selection, which reads the val split only.
   config.eval_test = True
 
+  # BONN's Bayesian losses (bonnkd/bayesian_losses.py): lambda, theta and nu
+  # of Gu et al.'s Eq. 3.108. 0 turns a term off (training is then exactly
+  # the plain one). The kernel loss applies to the 1-bit convs with a
+  # learned modulation vector.
+  config.bonn = ml_collections.ConfigDict()
+  config.bonn.kernel_weight = 0.0
+  config.bonn.feature_weight = 0.0
+  config.bonn.nu = 1e-4
+  # Momentum of the running class centres and variances (feature loss).
+  config.bonn.feature_momentum = 0.9
+
   config.log_every_steps = 50
   config.eval_every_epochs = 1
   # Written to TensorBoard events as well as metrics.jsonl.
@@ -302,6 +313,21 @@ def validate(config, num_devices: int = 1) -> None:
         'a positive integer')
   check(config.eval_every_epochs > 0, 'eval_every_epochs',
         config.eval_every_epochs, 'a positive integer')
+  b = config.bonn
+  check(b.kernel_weight >= 0, 'bonn.kernel_weight', b.kernel_weight,
+        'a weight >= 0')
+  check(b.feature_weight >= 0, 'bonn.feature_weight', b.feature_weight,
+        'a weight >= 0')
+  check(b.nu >= 0, 'bonn.nu', b.nu, 'a weight >= 0')
+  check(0 <= b.feature_momentum < 1, 'bonn.feature_momentum',
+        b.feature_momentum, 'a float in [0, 1)')
+  if b.kernel_weight > 0:
+    m = config.model
+    check(m.get('weight_scale') == 'modulation' and m.get('binarize', 'none')
+          != 'none' and m.get('binarize_what') in ('weights', 'both'),
+          'bonn.kernel_weight', b.kernel_weight,
+          "0 unless the model has 1-bit weights with weight_scale="
+          "'modulation' (BONN's kernel loss regularises those)")
   if config.kd.enabled:
     check(bool(config.kd.teacher_workdir), 'kd.teacher_workdir',
           config.kd.teacher_workdir, 'the workdir of a finished teacher run')

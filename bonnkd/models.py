@@ -181,6 +181,9 @@ class WideResNet(nn.Module):
     x = nn.relu(_BatchNorm(use_running_average=not train, dtype=self.dtype,
                            name='bn')(x))
     x = jnp.mean(x, axis=(1, 2))
+    # The features before the classifier, for BONN's feature loss (kept only
+    # when 'intermediates' is mutable).
+    self.sow('intermediates', 'features', x.astype(jnp.float32))
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x)
     return logits.astype(jnp.float32)
 
@@ -250,6 +253,9 @@ class ResNet(nn.Module):
             name=f'stage{stage}_block{block}',
         )(x, train)
     x = jnp.mean(x, axis=(1, 2))
+    # The features before the classifier, for BONN's feature loss (kept only
+    # when 'intermediates' is mutable).
+    self.sow('intermediates', 'features', x.astype(jnp.float32))
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x)
     return logits.astype(jnp.float32)
 

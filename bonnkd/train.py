@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from bonnkd import augment
+from bonnkd import bayesian_losses
 from bonnkd import checkpointing
 from bonnkd import config_lib
 from bonnkd import conv_autotune
@@ -77,11 +78,21 @@ def train_step(state: TrainState, images, labels, teacher_variables=None, *,
   (Beyer et al. 2022, "consistent" distillation) and the loss is
   :func:`bonnkd.losses.kd_loss`, whose CE term gets the label smoothing.
 
+  With ``config.bonn.kernel_weight`` (lambda) or ``feature_weight``
+  (theta) above 0, BONN's Bayesian losses are added
+  (:mod:`bonnkd.bayesian_losses`): the kernel loss of every 1-bit conv with
+  a modulation vector, and the feature loss against the running class
+  statistics, which the step then updates.
+
   Returns:
     (new state, metrics of the batch: 'loss' (plain cross-entropy, comparable
     across runs) and 'accuracy'; with a teacher also 'kd_loss' (the loss
-    optimised), 'kl' and 'agreement').
+    optimised), 'kl' and 'agreement'; with BONN's losses 'kernel_loss' and
+    'feature_loss', unweighted).
   """
+  bonn = config.get('bonn', {})
+  kernel_weight = bonn.get('kernel_weight', 0.0)
+  feature_weight = bonn.get('feature_weight', 0.0)
   step_rng = jax.random.fold_in(rng, state.step)
   aug_rng, dropout_rng = jax.random.split(step_rng)
   images = augment.random_crop_flip(aug_rng, images,
@@ -92,9 +103,10 @@ def train_step(state: TrainState, images, labels, teacher_variables=None, *,
                     else teacher.logits(teacher_variables, images))
 
   def loss_fn(params):
+    mutable = ['batch_stats'] + (['intermediates'] if feature_weight else [])
     logits, updates = state.apply_fn(
         {'params': params, 'batch_stats': state.batch_stats}, images,
-        train=True, mutable=['batch_stats'], rngs={'dropout': dropout_rng})
+        train=True, mutable=mutable, rngs={'dropout': dropout_rng})
     if teacher is None:
       loss = jnp.mean(losses.cross_entropy(logits, labels,
                                            config.optim.label_smoothing))
@@ -103,6 +115,16 @@ def train_step(state: TrainState, images, labels, teacher_variables=None, *,
       loss, aux = losses.kd_loss(logits, teacher_logits, labels,
                                  config.kd.alpha, config.kd.temperature,
                                  config.optim.label_smoothing)
+    if kernel_weight:
+      aux['kernel_loss'] = bayesian_losses.network_kernel_loss(params,
+                                                               bonn['nu'])
+      loss += kernel_weight * aux['kernel_loss']
+    if feature_weight:
+      aux['features'] = updates.pop('intermediates')['features'][0]
+      aux['feature_loss'] = bayesian_losses.feature_loss(
+          aux['features'], labels, state.class_stats['centres'],
+          state.class_stats['variances'])
+      loss += feature_weight * aux['feature_loss']
     return loss, (logits, updates, aux)
 
   (loss, (logits, updates, aux)), grads = jax.value_and_grad(
@@ -117,8 +139,18 @@ def train_step(state: TrainState, images, labels, teacher_variables=None, *,
     metrics['kl'] = aux['kl']
     metrics['agreement'] = jnp.mean(
         predictions == jnp.argmax(teacher_logits, -1))
+  class_stats = state.class_stats
+  for name in ('kernel_loss', 'feature_loss'):
+    if name in aux:
+      metrics[name] = aux[name]
+  if feature_weight:
+    centres, variances = bayesian_losses.update_class_statistics(
+        class_stats['centres'], class_stats['variances'], aux['features'],
+        labels, bonn['feature_momentum'])
+    class_stats = {'centres': centres, 'variances': variances}
   state = state.apply_gradients(grads=grads,
-                                batch_stats=updates['batch_stats'])
+                                batch_stats=updates['batch_stats'],
+                                class_stats=class_stats)
   return state, metrics
 
 
@@ -194,8 +226,9 @@ def setup(config, num_train_examples: int, *, devices=None,
   tx = train_state_lib.create_optimizer(config, schedule)
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
   state = jax.jit(
-      functools.partial(train_state_lib.create_train_state, model=model,
-                        tx=tx),
+      functools.partial(
+          train_state_lib.create_train_state, model=model, tx=tx,
+          class_stats=train_state_lib.uses_class_stats(config)),
       out_shardings=mesh.replicated)(init_rng)
 
   teacher_variables = (jax.device_put(teacher.variables, mesh.replicated)

@@ -25,6 +25,9 @@ IMAGE_SHAPE = (32, 32, 3)
 
 class TrainState(train_state.TrainState):
   batch_stats: Any = None
+  # BONN's running class centres and variances ({'centres', 'variances'},
+  # each (classes, feature dim)) when its feature loss is on, else {}.
+  class_stats: Any = None
 
 
 def learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
@@ -57,13 +60,27 @@ def create_optimizer(config, schedule: optax.Schedule):
   )
 
 
-def create_train_state(rng, model, tx,
-                       image_shape=IMAGE_SHAPE) -> TrainState:
-  variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32),
-                         train=False)
+def create_train_state(rng, model, tx, image_shape=IMAGE_SHAPE,
+                       class_stats: bool = False) -> TrainState:
+  """The initial state; ``class_stats`` adds BONN's running class statistics
+  (centres 0, variances 1)."""
+  image = jnp.zeros((1, *image_shape), jnp.float32)
+  variables = model.init(rng, image, train=False)
+  stats = {}
+  if class_stats:
+    _, sown = model.apply(variables, image, train=False,
+                          mutable=['intermediates'])
+    dim = sown['intermediates']['features'][0].shape[-1]
+    stats = {'centres': jnp.zeros((model.num_classes, dim), jnp.float32),
+             'variances': jnp.ones((model.num_classes, dim), jnp.float32)}
   return TrainState.create(apply_fn=model.apply, params=variables['params'],
                            batch_stats=variables.get('batch_stats', {}),
-                           tx=tx)
+                           class_stats=stats, tx=tx)
+
+
+def uses_class_stats(config) -> bool:
+  """Whether ``config``'s state holds BONN's class statistics."""
+  return config.get('bonn', {}).get('feature_weight', 0.0) > 0
 
 
 def abstract_train_state(config, sharding=None) -> TrainState:
@@ -86,7 +103,8 @@ def abstract_train_state(config, sharding=None) -> TrainState:
   # The schedule's values do not change the optimizer state's structure.
   tx = create_optimizer(config, learning_rate_fn(config, steps_per_epoch=1))
   shapes = jax.eval_shape(
-      lambda: create_train_state(jax.random.key(0), model, tx))
+      lambda: create_train_state(jax.random.key(0), model, tx,
+                                 class_stats=uses_class_stats(config)))
   return jax.tree.map(
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
       shapes)

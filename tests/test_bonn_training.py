@@ -1,0 +1,99 @@
+"""BONN's losses in the train step: off is exactly plain training; on, they
+are what the step optimises, and the class statistics follow the batches."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from bonnkd import bayesian_losses
+from bonnkd import errors
+from bonnkd import run_dir
+from bonnkd import train
+from tests.conftest import read_json
+from tests.conftest import read_metrics
+from tests.conftest import tiny_config
+
+W1A1 = {'model.binarize': 'inner', 'model.binarize_what': 'both',
+        'model.weight_scale': 'modulation'}
+
+
+def steps(config, n=3):
+  """n train steps on fixed random batches from a fresh state."""
+  run = train.setup(config, 3200)
+  rng = np.random.default_rng(0)
+  state, metrics = run.state, None
+  for _ in range(n):
+    images = rng.integers(0, 256, (32, 32, 32, 3), np.uint8)
+    labels = (np.arange(32) % 5).astype(np.int32)  # Classes 0..4 only.
+    state, metrics = run.train_step(state, *run.mesh.put_batch(images,
+                                                               labels))
+  return state, metrics
+
+
+def test_weights_zero_is_exactly_plain_training(cifar_tarball):
+  config = tiny_config(cifar_tarball[0], **W1A1)
+  assert config.bonn.kernel_weight == 0 and config.bonn.feature_weight == 0
+  # A config from before the BONN losses existed: no bonn block at all.
+  older = config.copy_and_resolve_references()
+  del older['bonn']
+  a, metrics = steps(config)
+  b, _ = steps(older)
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_array_equal(x, y)
+  assert set(metrics) == {'loss', 'accuracy'} and a.class_stats == {}
+
+
+def test_kernel_loss_is_added_with_its_weight(cifar_tarball):
+  config = tiny_config(cifar_tarball[0], **W1A1,
+                       **{'bonn.kernel_weight': 1e-3, 'bonn.nu': 1e-4})
+  state = train.setup(config, 3200).state
+  expected = bayesian_losses.network_kernel_loss(state.params, 1e-4)
+  # Six 1-bit convs with modulation in WRN-10-1's blocks, nothing else.
+  layers = [k for k, v in jax.tree_util.tree_flatten_with_path(
+      state.params)[0] if 'modulation' in jax.tree_util.keystr(k)]
+  assert len(layers) == 6
+  _, metrics = steps(config, n=1)
+  np.testing.assert_allclose(metrics['kernel_loss'], expected, rtol=1e-5)
+  # (The first step's learning rate is 0: warmup starts there.)
+  plain, _ = steps(tiny_config(cifar_tarball[0], **W1A1))
+  with_loss, _ = steps(config)
+  assert not np.array_equal(
+      plain.params['group1_block0']['conv1']['kernel'],
+      with_loss.params['group1_block0']['conv1']['kernel'])
+
+
+def test_feature_statistics_follow_the_batches(cifar_tarball):
+  config = tiny_config(cifar_tarball[0], **W1A1,
+                       **{'bonn.feature_weight': 1e-2})
+  state, metrics = steps(config, n=2)
+  centres = np.asarray(state.class_stats['centres'])
+  variances = np.asarray(state.class_stats['variances'])
+  assert centres.shape == variances.shape == (10, 64)  # WRN-10-1: 64 feats.
+  assert np.all(np.any(centres[:5] != 0, axis=1))  # Classes in the batches.
+  np.testing.assert_array_equal(centres[5:], 0.0)  # Classes never seen.
+  np.testing.assert_array_equal(variances[5:], 1.0)
+  assert np.isfinite(float(metrics['feature_loss']))
+
+
+def test_run_with_both_losses_trains_and_resumes(cifar_tarball, tmp_path):
+  config = tiny_config(cifar_tarball[0], num_epochs=2.0, **W1A1,
+                       **{'bonn.kernel_weight': 1e-4,
+                          'bonn.feature_weight': 1e-3})
+  state = train.train_and_evaluate(config, str(tmp_path))
+  records = [r for r in read_metrics(str(tmp_path)) if r['split'] == 'train']
+  assert all(np.isfinite(r['kernel_loss']) and np.isfinite(r['feature_loss'])
+             for r in records)
+  assert read_json(os.path.join(tmp_path, 'final.json'))['step'] == 30
+  # The class statistics are part of the checkpoint and restore with it.
+  _, restored = run_dir.restore_state(str(tmp_path), 'latest')
+  np.testing.assert_array_equal(restored.class_stats['centres'],
+                                state.class_stats['centres'])
+
+
+def test_kernel_loss_needs_modulated_binary_weights(cifar_tarball):
+  config = tiny_config(cifar_tarball[0], **{'bonn.kernel_weight': 1e-3,
+                                            'model.binarize': 'none'})
+  with pytest.raises(errors.ConfigError, match='bonn.kernel_weight'):
+    train.validate_config(config)
