@@ -96,12 +96,16 @@ def test_plan_mistakes_are_named_before_anything_runs(tmp_path,
   assert not os.path.exists(tmp_path / 'out' / 'teacher')
 
 
-PLANS = sorted(glob.glob(os.path.join(ROOT, 'configs', 'plans', '*.py')))
+PLANS = [(path, '') for path in sorted(
+    glob.glob(os.path.join(ROOT, 'configs', 'plans', '*.py')))] + [
+        (os.path.join(ROOT, 'configs', 'plans', 'bonn.py'), 'select')]
 
 
-@pytest.mark.parametrize('path', PLANS, ids=os.path.basename)
-def test_committed_plans_load_and_their_configs_validate(path, tmp_path):
-  runs = sweep.load_plan(path)
+@pytest.mark.parametrize('path,stage', PLANS,
+                         ids=[f'{os.path.basename(p)}:{s}' for p, s in PLANS])
+def test_committed_plans_load_and_their_configs_validate(path, stage,
+                                                         tmp_path):
+  runs = sweep.load_plan(path, stage)
   assert runs
   for run in runs:
     config = sweep._config_of(run, str(tmp_path))  # pylint: disable=protected-access
