@@ -7,8 +7,8 @@ Presets (``configs/phase1_bonn_wrn.py:<preset>``):
   stem, shortcuts and classifier real-valued; 200 epochs.
   BONN reports 87.3% for its 1-bit WRN-22 on CIFAR-10.
 * cpu -- the seed's choice, sized for 2 CPU cores and <= 60 minutes of
-  training: a WRN whose first convolution has 1-bit weights with a learned
-  modulation vector (see the preset for the width and schedule).
+  training: WRN-10-2 whose first convolution has 1-bit weights with a
+  learned modulation vector, 22 epochs (chosen on val; see the preset).
 * seed -- the seed's phase-1 model at full size (WRN-16-7, 1-bit first
   convolution, 8.4M parameters), 35 epochs: a run of
   ``configs/plans/table1.py``.
@@ -19,10 +19,14 @@ Command (offline copy of CIFAR-10)::
   python launch.py --config configs/phase1_bonn_wrn.py:cpu --workdir runs/p1 \\
     --config.data.source=folder --config.data.dir=../shared/data/cifar10-jpeg
 
-Measured (results/README.md): the ``cpu`` preset, seed 0, on 2 CPU cores and
-the JPEG copy of CIFAR-10: 82.25% test (82.76% val) after 57.6 min of
-training. The default preset has not been run here (no accelerator time for
-200 epochs); BONN reports 87.3% for its 1-bit WRN-22 on CIFAR-10.
+Measured (results/README.md), seed 0, 2 CPU cores, JPEG copy of CIFAR-10:
+the ``cpu`` preset (WRN-10-2, 22 epochs) 84.87% test (84.62% val) after
+42.7 min of training on a 2-core AMD EPYC (family 26); the first ``cpu``
+preset (WRN-16-1, 11 epochs) 82.25% test in 57.6 min on an older EPYC.
+The default preset has not been run here (no accelerator time for 200
+epochs); BONN reports 87.3% for its 1-bit WRN-22 on CIFAR-10. On an
+accelerator, ``configs/plans/bonn.py`` runs it with and without BONN's
+losses.
 """
 
 from bonnkd import config_lib
