@@ -94,7 +94,7 @@ def confusion_matrix(labels, predictions, num_classes: int = 10):
   return cm
 
 
-def test_predictions(config, variables, split, batch_size: int = 500):
+def split_predictions(config, variables, split, batch_size: int = 500):
   """Predictions of a model (eval mode) on every example of ``split``.
 
   The same :mod:`bonnkd.evaluation` that training uses, on all devices here.
@@ -221,7 +221,7 @@ def write_report(run_dirs, out_dir, data_source=None, data_dir=None):
     test = input_pipeline.load_splits(data_config)['test']
     _, variables = run_dir_lib.restore_variables(run_dir, 'best')
     cm = confusion_matrix(test.labels,
-                          test_predictions(config, variables, test))
+                          split_predictions(config, variables, test))
     _plot_confusion(cm, f'{name}: test confusion (row-normalised)',
                     os.path.join(out_dir, f'{name}_confusion.png'))
     with open(os.path.join(out_dir, f'{name}_per_class.csv'), 'w',
