@@ -71,9 +71,13 @@ def test_plan_runs_then_skips_what_is_finished(tmp_path, cifar_tarball,
 
 
 def test_budget_stops_and_says_what_is_left(tmp_path, cifar_tarball, capsys):
-  plan, out = write_plan(tmp_path, cifar_tarball[0]), str(tmp_path / 'out')
-  # 0.6 minutes: the teacher (expected 0.5) starts; nothing else fits after
-  # it, or it is stopped at the budget.
+  # The distilled student expects 5 minutes: it never fits a budget of 0.6
+  # minutes. The teacher (expected 0.5) starts and finishes, or is stopped
+  # at the budget on a slow machine.
+  text = PLAN.replace("after=('teacher',)", "after=('teacher',), "
+                      'expected_min=5.0')
+  plan, out = write_plan(tmp_path, cifar_tarball[0], text), str(
+      tmp_path / 'out')
   code = sweep.main([plan, '--out', out, '--budget_min', '0.6'])
   printed = capsys.readouterr().out
   rows = {r['run']: r['status'] for r in read_json(
