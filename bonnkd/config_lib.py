@@ -177,11 +177,20 @@ def unknown_preset(config_name: str, preset: str,
 
 def presets_of(path: str) -> tuple[str, ...]:
   """The presets of a config file (its PRESETS, else the common ones)."""
+  return tuple(getattr(_config_module(path), 'PRESETS', PRESETS))
+
+
+def _config_module(path: str):
+  """The config file ``path`` as a module (ConfigError if it is not one)."""
+  if not os.path.isfile(path):
+    raise errors.ConfigError(f'Config file {path!r} does not exist.')
   module_spec = importlib.util.spec_from_file_location(
       os.path.splitext(os.path.basename(path))[0], path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  return tuple(getattr(module, 'PRESETS', PRESETS))
+  if not hasattr(module, 'get_config'):
+    raise errors.ConfigError(f'Config file {path!r} defines no get_config().')
+  return module
 
 
 def load(spec: str) -> ml_collections.ConfigDict:
@@ -192,15 +201,7 @@ def load(spec: str) -> ml_collections.ConfigDict:
       preset is unknown.
   """
   path, _, preset = spec.partition(':')
-  if not os.path.isfile(path):
-    raise errors.ConfigError(f'Config file {path!r} does not exist.')
-  module_spec = importlib.util.spec_from_file_location(
-      os.path.splitext(os.path.basename(path))[0], path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  if not hasattr(module, 'get_config'):
-    raise errors.ConfigError(f'Config file {path!r} defines no get_config().')
-  return module.get_config(preset)
+  return _config_module(path).get_config(preset)
 
 
 def _parse(key: str, text: str, old):
