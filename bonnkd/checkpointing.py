@@ -216,11 +216,16 @@ def restore(manager, target, step: int | None = None, which: str = 'latest'):
     raise NoCheckpointError(
         f'No {which} checkpoint under {manager.directory}.')
   verify(manager, step)
+  return step, _restore_verified(manager, target, step)
+
+
+def _restore_verified(manager, target, step: int):
+  """Restores a step whose files were verified onto ``target``."""
   abstract = jax.tree.map(ocp.tree.to_shape_dtype_struct, target)
   _check_fits(manager, step, abstract)
   restored = manager.restore(
       step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-  return step, restored['state']
+  return restored['state']
 
 
 def restore_newest_sound(manager, target, workdir: str):
@@ -258,7 +263,8 @@ def restore_newest_sound(manager, target, workdir: str):
           f'{os.path.join(workdir, DAMAGED_DIR)}): '
           + ' '.join(message for _, message in damaged))
     return None, None
-  return restore(manager, target, step=sound)
+  # Verified above: its files are not hashed a second time.
+  return sound, _restore_verified(manager, target, sound)
 
 
 def _move_aside(manager, step: int, workdir: str) -> None:

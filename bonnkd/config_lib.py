@@ -27,7 +27,7 @@ from bonnkd import errors
 
 __all__ = ['base_config', 'resnet_model', 'smoke_preset', 'at_smoke_scale',
            'unknown_preset',
-           'load', 'presets_of', 'override', 'validate', 'check',
+           'load', 'presets_of', 'override', 'flatten', 'validate', 'check',
            'steps_per_epoch',
            'num_train_steps', 'PHASES', 'PRESETS']
 
@@ -202,6 +202,17 @@ def load(spec: str) -> ml_collections.ConfigDict:
   """
   path, _, preset = spec.partition(':')
   return _config_module(path).get_config(preset)
+
+
+def flatten(tree, prefix: str = '') -> dict:
+  """{'a.b': value} of a nested config or dict (the keys of overrides)."""
+  flat = {}
+  for key, value in tree.items():
+    if hasattr(value, 'items'):
+      flat.update(flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
 
 
 def _parse(key: str, text: str, old):

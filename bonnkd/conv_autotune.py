@@ -137,9 +137,10 @@ def tune(model: nn.Module, batch_size: int) -> dict[str, str]:
     return {}
   cache = _read_cache()
   plan = cache.setdefault(machine_key(), {})
-  measured = {}
+  measured, keys = {}, []
   for x_shape, kernel_shape, strides in conv_shapes(model, batch_size):
     key = layers.conv_shape_key(x_shape, kernel_shape, strides)
+    keys.append(key)
     if key not in plan:
       times = {impl: time_lowering(x_shape, kernel_shape, strides, impl)
                for impl in ('native', 'im2col')}
@@ -150,5 +151,4 @@ def tune(model: nn.Module, batch_size: int) -> dict[str, str]:
                  machine_key(), measured)
     _write_cache(cache)
   layers.use_cpu_conv_plan(plan)
-  return {k: plan[k] for k in (layers.conv_shape_key(*s) for s in
-                               conv_shapes(model, batch_size))}
+  return {k: plan[k] for k in keys}

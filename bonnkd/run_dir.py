@@ -23,6 +23,7 @@ import os
 import ml_collections
 
 from bonnkd import checkpointing
+from bonnkd import config_lib
 from bonnkd import errors
 from bonnkd import train_state
 
@@ -89,16 +90,6 @@ def write_json(path: str, obj) -> None:
     ) from e
 
 
-def _flatten(tree, prefix=''):
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat
-
-
 def check_same_run(run_dir: str, config) -> None:
   """Checks that ``config`` continues the run already in ``run_dir``.
 
@@ -108,9 +99,9 @@ def check_same_run(run_dir: str, config) -> None:
   """
   if not os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
     return
-  saved = _flatten(read_config(run_dir).to_dict())
+  saved = config_lib.flatten(read_config(run_dir).to_dict())
   # Through JSON, as config.json was written: tuples become lists.
-  wanted = _flatten(json.loads(json.dumps(config.to_dict())))
+  wanted = config_lib.flatten(json.loads(json.dumps(config.to_dict())))
   differ = sorted(k for k in set(saved) | set(wanted)
                   if saved.get(k) != wanted.get(k)
                   and k not in RESUMABLE_CHANGES)

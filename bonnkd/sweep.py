@@ -100,20 +100,11 @@ def _config_of(run: Run, out: str, extra=()):
                              [*overrides, f'seed={run.seed}', *extra])
 
 
-def _flat(config, prefix=''):
-  flat = {}
-  for key, value in config.items():
-    if hasattr(value, 'items'):
-      flat.update(_flat(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat
-
-
 def smoke_overrides(run: Run, out: str, extra=()) -> list[str]:
   """The overrides that turn ``run`` into its smoke-size version."""
   config = _config_of(run, out, extra)
-  full, small = _flat(config), _flat(config_lib.at_smoke_scale(config))
+  full = config_lib.flatten(config)
+  small = config_lib.flatten(config_lib.at_smoke_scale(config))
   return [f'{k}={small[k]}' for k in sorted(small) if small[k] != full.get(k)]
 
 
