@@ -21,7 +21,9 @@
 
 * :class:`ResNet` -- the CIFAR ResNet of He et al. (3x3 stem, no max-pool,
   post-activation basic blocks); :data:`ResNet18` has 11,173,962 parameters.
-  With narrower stages it is also the phase-2 student.
+  With narrower stages it is also the phase-2 student. The same
+  ``binarize`` fields make it 1-bit; ``binarize='inner'`` with
+  ``binarize_what='both'`` is the W1A1 ResNet-18 of ReCU and BiPer.
 """
 
 from collections.abc import Sequence
@@ -158,9 +160,9 @@ class WideResNet(nn.Module):
   dtype: Any = jnp.float32
 
   def __post_init__(self):
-    _validate_wide_resnet(self.depth, self.width, self.binarize,
-                          self.binarize_what, self.quantizer,
-                          self.weight_scale, self.dropout_rate, self.conv_impl)
+    _validate_wide_resnet(self.depth, self.width, self.dropout_rate)
+    _validate_binarization(self.binarize, self.binarize_what, self.quantizer,
+                           self.weight_scale, self.conv_impl)
     super().__post_init__()
 
   @nn.compact
@@ -189,38 +191,59 @@ class WideResNet(nn.Module):
 
 
 class ResNetBlock(nn.Module):
-  """Post-activation basic block of He et al.: conv-BN-ReLU-conv-BN + skip."""
+  """Post-activation basic block of He et al.: conv-BN-act-conv-BN + skip, act.
+
+  ``act`` is ReLU; when the block's convs take 1-bit inputs it is hardtanh,
+  as in the W1A1 ResNet-18 of IR-Net / ReCU / BiPer: the next conv signs
+  it, and the sign of a ReLU output would be all +1, while hardtanh keeps
+  the sign of the pre-activation and bounds the residual stream to [-1, 1].
+  """
 
   features: int
   strides: int
-  conv_impl: str = 'auto'
-  dtype: Any = jnp.float32
+  conv: Any  # _ConvFactory
 
   @nn.compact
   def __call__(self, x, train: bool):
     norm = functools.partial(_BatchNorm, use_running_average=not train,
-                             dtype=self.dtype)
-    conv = functools.partial(layers.QuantConv, conv_impl=self.conv_impl,
-                             dtype=self.dtype)
-    y = conv(self.features, strides=(self.strides,) * 2, name='conv1')(x)
-    y = nn.relu(norm(name='bn1')(y))
-    y = conv(self.features, name='conv2')(y)
+                             dtype=self.conv.dtype)
+    act = _block_activation(self.conv)
+    y = self.conv('inner', self.features, strides=(self.strides,) * 2,
+                  name='conv1')(x)
+    y = act(norm(name='bn1')(y))
+    y = self.conv('inner', self.features, name='conv2')(y)
     # Zero-init of the last BN scale: each block starts as the identity.
     y = norm(name='bn2', scale_init=nn.initializers.zeros)(y)
     if x.shape[-1] != self.features or self.strides != 1:
-      x = conv(self.features, (1, 1), (self.strides,) * 2,
-               name='shortcut')(x)
+      x = self.conv('shortcut', self.features, (1, 1), (self.strides,) * 2,
+                    name='shortcut')(x)
       x = norm(name='shortcut_bn')(x)
-    return nn.relu(x + y)
+    return act(x + y)
+
+
+def _block_activation(conv: _ConvFactory):
+  """ReLU, or hardtanh where the residual blocks take 1-bit inputs."""
+  return nn.hard_tanh if conv.binarizes_inputs('inner') else nn.relu
 
 
 class ResNet(nn.Module):
   """CIFAR ResNet: 3x3 stem, no max-pool, four stages of basic blocks.
 
+  Full precision by default (the phase-2 teacher and student). With
+  ``binarize='inner'`` and ``binarize_what='both'`` it is the W1A1
+  ResNet-18 of IR-Net, ReCU (Xu et al., ICCV 2021) and BiPer (CVPR 2024):
+  every 3x3 conv of the blocks has 1-bit weights and inputs; the stem, the
+  1x1 shortcuts and the classifier stay real-valued (BONN's convention;
+  ReCU's code also binarizes the three 1x1 shortcuts, 1.5% of ResNet-18's
+  conv weights), hardtanh replaces ReLU (:class:`ResNetBlock`) and a
+  BatchNorm precedes the classifier, as in ReCU's CIFAR ResNet-18.
+
   Attributes:
     stage_sizes: blocks per stage; (2, 2, 2, 2) is ResNet-18.
     widths: channels per stage; (64, 128, 256, 512) is ResNet-18.
     num_classes: size of the classifier.
+    binarize, binarize_what, quantizer, weight_scale: as
+      :class:`WideResNet`'s.
     conv_impl: see :func:`bonnkd.layers.conv2d`.
     dtype: as :class:`WideResNet`'s.
   """
@@ -228,34 +251,45 @@ class ResNet(nn.Module):
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   widths: Sequence[int] = (64, 128, 256, 512)
   num_classes: int = 10
+  binarize: str = 'none'
+  binarize_what: str = 'both'
+  quantizer: str = 'ste_sign'
+  weight_scale: str = 'modulation'
   conv_impl: str = 'auto'
   dtype: Any = jnp.float32
 
   def __post_init__(self):
-    _validate_resnet(self.stage_sizes, self.widths, self.conv_impl)
+    _validate_resnet(self.stage_sizes, self.widths)
+    _validate_binarization(self.binarize, self.binarize_what, self.quantizer,
+                           self.weight_scale, self.conv_impl)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = layers.QuantConv(self.widths[0], conv_impl=self.conv_impl,
-                         dtype=self.dtype,
-                         name='stem')(x)
-    x = nn.relu(_BatchNorm(use_running_average=not train, dtype=self.dtype,
-                           name='stem_bn')(x))
+    conv = _ConvFactory(self.binarize, self.binarize_what, self.quantizer,
+                        self.weight_scale, self.conv_impl, self.dtype)
+    norm = functools.partial(_BatchNorm, use_running_average=not train,
+                             dtype=self.dtype)
+    act = _block_activation(conv)
+    x = conv('stem', self.widths[0], name='stem')(x)
+    x = act(norm(name='stem_bn')(x))
     for stage, (blocks, features) in enumerate(
         zip(self.stage_sizes, self.widths)):
       for block in range(blocks):
         x = ResNetBlock(
             features=features,
             strides=2 if stage > 0 and block == 0 else 1,
-            conv_impl=self.conv_impl,
-            dtype=self.dtype,
+            conv=conv,
             name=f'stage{stage}_block{block}',
         )(x, train)
     x = jnp.mean(x, axis=(1, 2))
     # The features before the classifier, for BONN's feature loss (kept only
     # when 'intermediates' is mutable).
     self.sow('intermediates', 'features', x.astype(jnp.float32))
+    if conv.is_binary('inner'):
+      # ReCU's BatchNorm before the classifier: the pooled features of a
+      # 1-bit body are sums of +-1 products, far from unit scale.
+      x = norm(name='head_bn')(x)
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x)
     return logits.astype(jnp.float32)
 
@@ -269,14 +303,29 @@ ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2),
 _MODELS = {'wide_resnet': WideResNet, 'resnet': ResNet}
 
 
-def _validate_wide_resnet(depth, width, binarize, binarize_what, quantizer,
-                          weight_scale, dropout_rate, conv_impl) -> None:
+def _validate_wide_resnet(depth, width, dropout_rate) -> None:
   check = config_lib.check
   check(isinstance(depth, int) and depth >= 10 and (depth - 4) % 6 == 0,
         'model.depth', depth,
         'an integer 6n + 4 with n >= 1 (10, 16, 22, 28, ...)')
   check(isinstance(width, int) and width >= 1, 'model.width', width,
         'a positive integer')
+  check(0.0 <= dropout_rate < 1.0, 'model.dropout_rate', dropout_rate,
+        'a float in [0, 1)')
+
+
+def _validate_resnet(stage_sizes, widths) -> None:
+  config_lib.check(
+      len(stage_sizes) == len(widths) and len(widths) > 0
+      and min(stage_sizes) > 0 and min(widths) > 0,
+      'model.widths', (tuple(stage_sizes), tuple(widths)),
+      'positive stage_sizes and widths of the same length')
+
+
+def _validate_binarization(binarize, binarize_what, quantizer, weight_scale,
+                           conv_impl) -> None:
+  """The fields every model shares: which convs are 1-bit, and how."""
+  check = config_lib.check
   check(binarize in BINARIZE_MODES, 'model.binarize', binarize,
         f'one of {BINARIZE_MODES}')
   check(binarize_what in BINARIZE_WHAT, 'model.binarize_what', binarize_what,
@@ -285,20 +334,8 @@ def _validate_wide_resnet(depth, width, binarize, binarize_what, quantizer,
         f'one of {sorted(quantizers.QUANTIZERS)}')
   check(weight_scale in layers.WEIGHT_SCALES, 'model.weight_scale',
         weight_scale, f'one of {layers.WEIGHT_SCALES}')
-  check(0.0 <= dropout_rate < 1.0, 'model.dropout_rate', dropout_rate,
-        'a float in [0, 1)')
   check(conv_impl in layers.CONV_IMPLS, 'model.conv_impl', conv_impl,
         f'one of {layers.CONV_IMPLS}')
-
-
-def _validate_resnet(stage_sizes, widths, conv_impl) -> None:
-  config_lib.check(
-      len(stage_sizes) == len(widths) and len(widths) > 0
-      and min(stage_sizes) > 0 and min(widths) > 0,
-      'model.widths', (tuple(stage_sizes), tuple(widths)),
-      'positive stage_sizes and widths of the same length')
-  config_lib.check(conv_impl in layers.CONV_IMPLS, 'model.conv_impl',
-                   conv_impl, f'one of {layers.CONV_IMPLS}')
 
 
 def validate_config(model_config, dtype: str = 'float32') -> None:

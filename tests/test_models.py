@@ -69,6 +69,45 @@ def test_resnet18_parameter_count():
   assert models.count_params(abstract_params(models.ResNet18())) == 11_173_962
 
 
+def test_w1a1_resnet18_parameter_count():
+  # ReCU / BiPer's W1A1 ResNet-18 (binarize='inner', both): the real
+  # ResNet-18 plus one modulation value per output channel of its 16 1-bit
+  # 3x3 convs, 4 per stage: 4 * (64 + 128 + 256 + 512) = 3,840, plus the
+  # BatchNorm before the classifier (scale and bias of 512): 1,024.
+  w1a1 = models.ResNet18(binarize='inner', binarize_what='both')
+  assert models.count_params(abstract_params(w1a1)) == (
+      11_173_962 + 3_840 + 1_024) == 11_178_826
+
+
+def test_w1a1_resnet_feeds_its_binary_convs_signs_of_hardtanh_outputs():
+  # The stem (real) and every block end in hardtanh, not ReLU: the sign of
+  # a ReLU output would be all +1. Every 1-bit conv sees +-1 inputs.
+  model = models.ResNet((1, 1), (8, 16), binarize='inner',
+                        binarize_what='both')
+  x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+  variables = model.init(jax.random.key(0), x)
+  seen = {}
+
+  def record(next_fun, args, kwargs, context):
+    module = context.module
+    if isinstance(module, models.layers.QuantConv) and (
+        context.method_name == '__call__'):
+      seen['/'.join(module.path)] = (module.binarize_inputs, args[0])
+    return next_fun(*args, **kwargs)
+
+  with flax.linen.intercept_methods(record):
+    model.apply(variables, x, train=True, mutable=['batch_stats'])
+  binary = {k: v for k, (b, v) in seen.items() if b}
+  assert sorted(binary) == ['stage0_block0/conv1', 'stage0_block0/conv2',
+                            'stage1_block0/conv1', 'stage1_block0/conv2']
+  for name, inputs in binary.items():
+    # Inputs of the blocks' convs: hardtanh outputs, so within [-1, 1] and
+    # with both signs present.
+    assert float(jnp.max(jnp.abs(inputs))) <= 1.0, name
+    assert float(jnp.min(inputs)) < 0 < float(jnp.max(inputs)), name
+  assert not seen['stem'][0] and not seen['stage1_block0/shortcut'][0]
+
+
 def test_student_is_about_4_6m():
   # ResNet-18 layout at 41/64 of the width: parameters scale ~ width^2,
   # 11.17M * (41/64)^2 ~= 4.6M.
@@ -107,6 +146,8 @@ def test_binary_layers_per_mode():
 @pytest.mark.parametrize('model', [
     models.WideResNet(10, 1, binarize='inner', binarize_what='both'),
     models.ResNet(stage_sizes=(1, 1), widths=(8, 16)),
+    models.ResNet(stage_sizes=(1, 1), widths=(8, 16), binarize='inner',
+                  binarize_what='both'),
 ])
 def test_output_shape_and_batch_stats(model):
   x = jnp.zeros((3, 32, 32, 3))
@@ -122,3 +163,5 @@ def test_invalid_depth_and_mode():
     abstract_params(models.WideResNet(depth=12))
   with pytest.raises(ValueError, match='first_conv'):
     abstract_params(models.WideResNet(depth=10, binarize='middle'))
+  with pytest.raises(ValueError, match='first_conv'):
+    abstract_params(models.ResNet((1, 1), (8, 16), binarize='middle'))
