@@ -12,7 +12,7 @@ For each run (a directory written by ``train_and_evaluate``):
 
 and for all runs together ``comparison.md`` / ``comparison.csv``: run,
 phase, model, test and val accuracy (from ``final.json``), parameters, share
-of 1-bit parameters, size as float32 and with 1-bit weights, FLOPs, BOPs and
+of 1-bit parameters and of 1-bit conv weights, size as float32 and with 1-bit weights, FLOPs, BOPs and
 OPs = FLOPs + BOPs/64 per image (:mod:`bonnkd.summary`).
 
 The test split is read from the run's own ``config.data``; ``--data_source``
@@ -44,7 +44,8 @@ __all__ = ['load_run', 'epoch_curves', 'confusion_matrix', 'comparison_rows',
            'write_report']
 
 TABLE_COLUMNS = ('run', 'phase', 'model', 'test_accuracy', 'val_accuracy',
-                 'params', 'binary_share', 'size_float32_bits',
+                 'params', 'binary_share', 'binary_conv_share',
+                 'size_float32_bits',
                  'size_1bit_bits', 'flops', 'bops', 'ops')
 
 
@@ -118,10 +119,12 @@ def comparison_rows(run_dirs):
         models.create_model(config.model)))
     model = config.model.name
     if model == 'wide_resnet':
-      model = (f'WRN-{config.model.depth}-{config.model.width} '
-               f'({config.model.binarize}, {config.model.binarize_what})')
+      model = f'WRN-{config.model.depth}-{config.model.width}'
     else:
       model = f'ResNet {list(config.model.stage_sizes)}x{list(config.model.widths)}'
+    binarize = config.model.get('binarize', 'none')
+    if binarize != 'none':
+      model += f' ({binarize}, {config.model.binarize_what})'
     if config.get('kd') and config.kd.get('enabled'):
       model += ' + KD'
     rows.append({
@@ -132,6 +135,7 @@ def comparison_rows(run_dirs):
         'val_accuracy': final['val_accuracy'],
         'params': cost['params'],
         'binary_share': cost['binary_share'],
+        'binary_conv_share': cost['binary_conv_share'],
         'size_float32_bits': cost['bits_float32'],
         'size_1bit_bits': cost['bits_1bit'],
         'flops': cost['flops'],
@@ -147,14 +151,15 @@ def _percent(value) -> str:
 
 def _markdown(rows) -> str:
   header = ('| run | phase | model | test acc % | val acc % | params | '
-            '1-bit share | size float32 (KiB) | size 1-bit (KiB) | FLOPs | '
-            'BOPs | OPs |')
-  lines = [header, '|' + ' --- |' * 12]
+            '1-bit share | 1-bit conv weights | size float32 (KiB) | '
+            'size 1-bit (KiB) | FLOPs | BOPs | OPs |')
+  lines = [header, '|' + ' --- |' * 13]
   for r in rows:
     lines.append(
         f'| {r["run"]} | {r["phase"]} | {r["model"]} | '
         f'{_percent(r["test_accuracy"])} | {_percent(r["val_accuracy"])} | '
         f'{r["params"]:,} | {100 * r["binary_share"]:.1f}% | '
+        f'{100 * r["binary_conv_share"]:.1f}% | '
         f'{r["size_float32_bits"] / 8 / 1024:,.1f} | '
         f'{r["size_1bit_bits"] / 8 / 1024:,.1f} | {r["flops"]:,} | '
         f'{r["bops"]:,} | {r["ops"]:,.0f} |')

@@ -1,7 +1,8 @@
 """Model cost summary, per layer and in total, like larq's ``lq.models.summary``.
 
 For each convolution, dense and BatchNorm layer: output shape, parameters,
-how many of them are 1-bit, storage in bits (1 bit per binarized weight, 32
+how many of them are 1-bit (in total, as a share of all parameters and of
+the convolutions' weights), storage in bits (1 bit per binarized weight, 32
 for everything else) and multiply-accumulates per image, split into
 
 * binary MACs (BOPs): both operands in {-1, +1} (binarized weights *and*
@@ -44,6 +45,8 @@ class LayerCost:
   binary_params: int
   binary_macs: int
   fp_macs: int
+  # Kernel entries of a conv (its params less the modulation vector).
+  conv_weights: int = 0
 
   @property
   def bits(self) -> int:
@@ -63,7 +66,8 @@ def _conv_cost(module: layers.QuantConv, name, x, y) -> LayerCost:
       params=weights + scales,
       binary_params=weights if module.binarize_weights else 0,
       binary_macs=macs if both_binary else 0,
-      fp_macs=0 if both_binary else macs)
+      fp_macs=0 if both_binary else macs,
+      conv_weights=weights)
 
 
 def layer_costs(model: nn.Module,
@@ -107,10 +111,15 @@ def totals(costs: Sequence[LayerCost]) -> dict[str, float]:
   binary_params = sum(c.binary_params for c in costs)
   flops = sum(c.fp_macs for c in costs)
   bops = sum(c.binary_macs for c in costs)
+  conv_weights = sum(c.conv_weights for c in costs)
   return {
       'params': params,
       'binary_params': binary_params,
       'binary_share': binary_params / params if params else 0.0,
+      # The share the BNN papers quote: 1-bit kernel entries of all convs'.
+      'conv_weights': conv_weights,
+      'binary_conv_share': (binary_params / conv_weights if conv_weights
+                            else 0.0),
       'bits_float32': 32 * params,
       'bits_1bit': sum(c.bits for c in costs),
       'flops': flops,
@@ -133,6 +142,8 @@ def format_table(costs: Sequence[LayerCost]) -> str:
   rows += ['-' * len(header),
            f'parameters: {t["params"]:,} ({t["binary_params"]:,} 1-bit, '
            f'{100 * t["binary_share"]:.1f}%)',
+           f'conv weights: {t["conv_weights"]:,} '
+           f'({100 * t["binary_conv_share"]:.1f}% 1-bit)',
            f'size: {t["bits_float32"] / 8 / 2**20:.2f} MiB as float32, '
            f'{t["bits_1bit"] / 8 / 2**20:.2f} MiB with 1-bit weights',
            f'per image: FLOPs (FP MACs) {t["flops"]:,}, BOPs {t["bops"]:,}, '

@@ -43,6 +43,9 @@ def test_report_of_a_run(finished_run, tmp_path):
   assert rows[0]['params'] == final['num_params']
   # The smoke WRN-10-1's only 1-bit layer is the stem: 3*3*3*16 weights.
   assert rows[0]['binary_share'] == 432 / final['num_params']
+  # Of the conv weights: WRN-10-1's stem 432, 3x3 convs 9*8,192 = 73,728
+  # and shortcuts 16*32 + 32*64 = 2,560 (test_summary derives them).
+  assert rows[0]['binary_conv_share'] == 432 / (432 + 73_728 + 2_560)
   with open(out / 'comparison.csv') as f:
     table = list(csv.DictReader(f))
   assert float(table[0]['test_accuracy']) == final['test_accuracy']

@@ -29,6 +29,10 @@ def test_wrn_10_1_inner_binary_costs_by_hand():
   assert t['params'] == models.count_params(variables['params'])
   assert t['bits_1bit'] == 73_728 + 32 * (t['params'] - 73_728)
   assert t['bits_float32'] == 32 * t['params']
+  # All conv weights: those 73,728 plus the stem 3*3*3*16 = 432 and the
+  # shortcuts 16*32 + 32*64 = 2,560.
+  assert t['conv_weights'] == 73_728 + 432 + 2_560
+  assert t['binary_conv_share'] == 73_728 / 76_720
   conv1 = next(c for c in costs if c.name == 'group1_block0/conv1')
   assert conv1.output_shape == (16, 16, 32)
   assert conv1.params == 9 * 16 * 32 + 32
@@ -41,6 +45,21 @@ def test_weight_only_binarization_is_counted_full_precision(what, bops):
   t = summary.totals(costs)
   assert t['bops'] == bops
   assert t['flops'] + t['bops'] == 705_152 + 11_796_480
+
+
+@pytest.mark.parametrize('model', [
+    models.WRN22_4(binarize='inner', binarize_what='both'),
+    models.ResNet18(binarize='inner', binarize_what='both'),
+])
+def test_bonn_and_recu_layouts_are_over_90_percent_1bit(model):
+  # BONN's WRN-22-4 and ReCU's ResNet-18: only the stem and the 1x1
+  # shortcuts are real-valued convs; by hand for ResNet-18: stem 1,728,
+  # shortcuts 64*128 + 128*256 + 256*512 = 172,032, of 11,159,232.
+  t = summary.totals(summary.layer_costs(model))
+  assert t['binary_conv_share'] > 0.98
+  if isinstance(model, models.ResNet):
+    assert t['conv_weights'] == 11_159_232
+    assert t['binary_params'] == 11_159_232 - 1_728 - 172_032
 
 
 def test_format_table_lists_every_layer():
