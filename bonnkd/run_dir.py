@@ -43,6 +43,23 @@ RESUMABLE_CHANGES = ('data.source', 'data.dir', 'kd.teacher_workdir',
                      'eval_batch_size', 'log_every_steps', 'tensorboard',
                      'force_final_eval', 'model.conv_impl')
 
+# Config keys added after runs were made, each with the value that does what
+# a run without it did: a run directory whose config.json predates a key
+# continues under a config that leaves the key at that value.
+ADDED_LATER = {
+    'dtype': 'float32',
+    'eval_test': True,
+    'bonn.kernel_weight': 0.0,
+    'bonn.feature_weight': 0.0,
+    'bonn.nu': 1e-4,
+    'bonn.feature_momentum': 0.9,
+    # A ResNet had no binarization fields: it was full precision.
+    'model.binarize': 'none',
+    'model.binarize_what': 'both',
+    'model.quantizer': 'ste_sign',
+    'model.weight_scale': 'modulation',
+}
+
 
 def resolve(path: str) -> str:
   """The run directory of ``path``: a run directory or its checkpoints/.
@@ -102,6 +119,7 @@ def check_same_run(run_dir: str, config) -> None:
   saved = config_lib.flatten(read_config(run_dir).to_dict())
   # Through JSON, as config.json was written: tuples become lists.
   wanted = config_lib.flatten(json.loads(json.dumps(config.to_dict())))
+  saved = {**{k: v for k, v in ADDED_LATER.items() if k in wanted}, **saved}
   differ = sorted(k for k in set(saved) | set(wanted)
                   if saved.get(k) != wanted.get(k)
                   and k not in RESUMABLE_CHANGES)

@@ -20,10 +20,12 @@ from PIL import Image
 import pytest
 
 from bonnkd import checkpointing
+from bonnkd import config_lib
 from bonnkd import errors
 from bonnkd import input_pipeline
 from bonnkd import metric_logging
 from bonnkd import report
+from bonnkd import run_dir
 from bonnkd import train
 from tests import topology_worker
 from tests.conftest import ROOT
@@ -238,6 +240,27 @@ def test_workdir_of_another_config_is_refused(finished, cifar_tarball):
   assert 'holds a run of another config' in line
   assert 'optim.lr: 0.05 there, 0.2 here' in line
   assert file_digests(finished) == before
+
+
+def test_a_run_older_than_a_config_key_continues_under_its_old_value(
+    tmp_path):
+  # A ResNet run from before dtype, eval_test, bonn.* and the ResNet's
+  # binarization fields existed: its config.json lacks them.
+  config = config_lib.load(
+      os.path.join(ROOT, 'configs', 'phase2_kd_student.py:smoke'))
+  old = config.to_dict()
+  for key in ('binarize', 'binarize_what', 'quantizer', 'weight_scale'):
+    del old['model'][key]
+  for key in ('dtype', 'eval_test', 'bonn'):
+    del old[key]
+  run_dir.write_json(str(tmp_path / 'config.json'), old)
+  run_dir.check_same_run(str(tmp_path), config)
+  for change, message in [
+      ('bonn.kernel_weight=0.0001', 'bonn.kernel_weight: 0.0 there, 0.0001'),
+      ('model.binarize=inner', "model.binarize: 'none' there, 'inner'")]:
+    with pytest.raises(errors.ConfigError, match=message):
+      run_dir.check_same_run(str(tmp_path),
+                             config_lib.override(config, [change]))
 
 
 def test_kill_9_while_saving_resumes_from_a_sound_checkpoint(
