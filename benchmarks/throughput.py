@@ -27,6 +27,10 @@ MODELS = {
     'wrn16_7_seed': ('configs/phase1_bonn_wrn.py:seed', ['batch_size=128']),
     'wrn16_1_cpu': ('configs/phase1_bonn_wrn.py:cpu', ['model.depth=16',
                                                        'model.width=1']),
+    # BONN's recipe (W1A1 inner convs, both Bayesian losses), issue 9.
+    'wrn22_4_bonn': ('configs/phase1_bonn_wrn.py', ['batch_size=128']),
+    'resnet18_w1a1': ('configs/phase1_bonn_resnet18.py', ['batch_size=128']),
+    'wrn16_3_bonn_cpu': ('configs/phase1_bonn_wrn.py:bonn_cpu', []),
 }
 
 

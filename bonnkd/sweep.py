@@ -192,8 +192,10 @@ def run_plan(runs: list[Run], out: str, budget_min: float | None = None,
                               stderr=subprocess.STDOUT, env=env, cwd=_ROOT)
       log.close()
       running[run.name] = (run, proc)
-      print(f'[{elapsed_min():6.1f} min] {run.name}: started '
-            f'(expected {run.expected_min} min)', flush=True)
+      expected = ('expected time unknown' if run.expected_min is None
+                  else f'expected {run.expected_min:g} min')
+      print(f'[{elapsed_min():6.1f} min] {run.name}: started ({expected})',
+            flush=True)
     if not running and pending:
       # Nothing can start: what is left does not fit the budget.
       break

@@ -2,16 +2,25 @@
 
 Presets (``configs/phase1_bonn_wrn.py:<preset>``):
 
-* default -- BONN's setting for an accelerator: WRN-22-4 with every inner
-  3x3 conv 1-bit (weights and activations, learned modulation vectors),
-  stem, shortcuts and classifier real-valued; 200 epochs.
-  BONN reports 87.3% for its 1-bit WRN-22 on CIFAR-10.
+* default -- BONN's complete recipe for an accelerator
+  (``config_lib.bonn_recipe``): WRN-22-4 with every inner 3x3 conv 1-bit
+  (weights and activations, learned modulation vectors; stem, shortcuts
+  and classifier real-valued, 99.0% of the conv weights 1-bit), trained
+  with both Bayesian losses at the lambda / theta chosen on val; 200
+  epochs, bfloat16. BONN reports 87.3% for its 1-bit WRN-22 on CIFAR-10.
+  Expected on one H200: about 8 minutes, an estimate, not a measurement:
+  200 epochs are 9.0M images, 619M MACs each (``python -m bonnkd.summary``),
+  at the 20,000 img/s issue 10 sets for ResNet-18 (555M MACs) in bfloat16;
+  ``python -m benchmarks.throughput`` there measures it.
 * cpu -- the seed's choice, sized for 2 CPU cores and <= 60 minutes of
   training: WRN-10-2 whose first convolution has 1-bit weights with a
   learned modulation vector, 28 epochs (see the preset).
 * seed -- the seed's phase-1 model at full size (WRN-16-7, 1-bit first
   convolution, 8.4M parameters), 35 epochs: a run of
   ``configs/plans/table1.py``.
+* bonn_cpu -- the same recipe at the largest W1A1 WRN that trains >= 8
+  epochs within an hour on 2 CPU cores (WRN-16-3, 1.55M parameters), 8
+  epochs: the CPU stage of ``configs/plans/bonn.py``.
 * smoke -- a tiny WRN on a few hundred images, for tests (< 1 minute).
 
 Command (offline copy of CIFAR-10)::
@@ -32,7 +41,7 @@ losses.
 
 from bonnkd import config_lib
 
-PRESETS = (*config_lib.PRESETS, 'seed')
+PRESETS = (*config_lib.PRESETS, 'seed', 'bonn_cpu')
 
 
 def get_config(preset: str = ''):
@@ -43,10 +52,7 @@ def get_config(preset: str = ''):
   if preset == 'default':
     config.model.depth = 22
     config.model.width = 4
-    config.model.binarize = 'inner'
-    config.model.binarize_what = 'both'
-    config.model.quantizer = 'approx_sign'
-    config.model.weight_scale = 'modulation'
+    config_lib.bonn_recipe(config)
     config.num_epochs = 200.0
     config.dtype = 'bfloat16'
     config.batch_size = 128
@@ -85,6 +91,15 @@ def get_config(preset: str = ''):
     config.optim.lr = 0.1
     config.optim.warmup_epochs = 2.0
     config.optim.label_smoothing = 0.1
+  elif preset == 'bonn_cpu':
+    # BONN's recipe at the largest W1A1 WRN that trains >= 8 epochs in an
+    # hour on 2 CPU cores (issue 9; throughput in results/README.md).
+    config.model.depth = 16
+    config.model.width = 3
+    config_lib.bonn_recipe(config)
+    config.num_epochs = 8.0
+    config.optim.lr = 0.1
+    config.log_every_steps = 50
   elif preset == 'smoke':
     config.model.depth = 10
     config.model.width = 1

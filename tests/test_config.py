@@ -177,5 +177,7 @@ def test_every_preset_builds_and_its_train_step_traces(path, preset):
   assert jax.tree.structure(new_state.params) == jax.tree.structure(
       state.params)
   expected = {'loss', 'accuracy'} | (
-      {'kd_loss', 'kl', 'agreement'} if teacher else set())
+      {'kd_loss', 'kl', 'agreement'} if teacher else set()) | (
+          {'kernel_loss'} if config.bonn.kernel_weight else set()) | (
+              {'feature_loss'} if config.bonn.feature_weight else set())
   assert set(metrics) == expected

@@ -102,7 +102,8 @@ def test_plan_mistakes_are_named_before_anything_runs(tmp_path,
 
 PLANS = [(path, '') for path in sorted(
     glob.glob(os.path.join(ROOT, 'configs', 'plans', '*.py')))] + [
-        (os.path.join(ROOT, 'configs', 'plans', 'bonn.py'), 'select')]
+        (os.path.join(ROOT, 'configs', 'plans', 'bonn.py'), stage)
+        for stage in ('select', 'cpu', 'cpu_select')]
 
 
 @pytest.mark.parametrize('path,stage', PLANS,
@@ -121,6 +122,30 @@ def test_committed_plans_load_and_their_configs_validate(path, stage,
         run, str(tmp_path)))
     assert small.model.name == config.model.name
     assert small.data.train_limit == 256
+
+
+@pytest.mark.parametrize('stage', ['', 'cpu'])
+def test_bonn_plan_is_the_issues_ablation(stage, tmp_path):
+  # Three variants x two seeds on one model and schedule; only the loss
+  # weights differ: plain none, kernel lambda only, kernel_feature both.
+  runs = sweep.load_plan(os.path.join(ROOT, 'configs', 'plans', 'bonn.py'),
+                         stage)
+  configs = {r.name: sweep._config_of(r, str(tmp_path)) for r in runs}  # pylint: disable=protected-access
+  assert sorted(configs) == sorted(f'{v}_s{s}' for v in
+                                   ('plain', 'kernel', 'kernel_feature')
+                                   for s in (0, 1))
+  weights = {name: (c.bonn.kernel_weight, c.bonn.feature_weight)
+             for name, c in configs.items()}
+  lam, theta = (config_lib.BONN_KERNEL_WEIGHT,
+                config_lib.BONN_FEATURE_WEIGHT)
+  for seed in (0, 1):
+    assert weights[f'plain_s{seed}'] == (0.0, 0.0)
+    assert weights[f'kernel_s{seed}'] == (lam, 0.0)
+    assert weights[f'kernel_feature_s{seed}'] == (lam, theta)
+  layouts = {(c.model.depth, c.model.width, c.model.binarize,
+              c.model.binarize_what, c.num_epochs) for c in configs.values()}
+  assert len(layouts) == 1
+  assert layouts.pop()[2:4] == ('inner', 'both')
 
 
 def test_table1_plan_is_the_seeds_models():

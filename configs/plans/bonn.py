@@ -1,53 +1,93 @@
-"""BONN's ablation: W1A1 WRN-22 with and without its Bayesian losses (issue 9).
+"""BONN's ablation: a W1A1 WRN with and without its Bayesian losses (issue 9).
 
-  # 1. Choose lambda and theta on the val split (the test split is not read):
-  python -m bonnkd.sweep configs/plans/bonn.py:select --out runs/bonn_select \
-      --parallel 4 --set data.source=folder --set data.dir=/data/cifar10-jpeg
-  # 2. Put the best into KERNEL_WEIGHT / FEATURE_WEIGHT below, then:
-  python -m bonnkd.sweep configs/plans/bonn.py --out runs/bonn --parallel 3 \
+Variants, same model, epochs and seeds: ``plain`` (lambda = theta = 0),
+``kernel`` (lambda > 0) and ``kernel_feature`` (both, BONN's recipe), each
+with the weights of ``bonnkd.config_lib.bonn_recipe``. BONN reports
+84.97% / 86.23% / 87.34% for its WRN-22 (its 200-epoch schedule).
+
+Stages (``configs/plans/bonn.py:<stage>``):
+
+* ``''`` -- on an accelerator: WRN-22-4 (``configs/phase1_bonn_wrn.py``'s
+  default, bfloat16), 100 epochs, seeds 0 and 1;
+* ``select`` -- on an accelerator: the val-only grid (``eval_test=False``)
+  of lambda and theta at a third of those epochs;
+* ``cpu`` -- on 2 CPU cores: the ``bonn_cpu`` preset (the largest W1A1 WRN
+  that trains >= 8 epochs in an hour), seeds 0 and 1;
+* ``cpu_select`` -- on 2 CPU cores, val only: lambda alone and theta alone,
+  each over three decades, next to plain, for ``SELECT_EPOCHS`` epochs of
+  the ``bonn_cpu`` recipe at a proxy 4x faster, WRN-10-2 (the grid at
+  WRN-16-3 would take 7 hours). Both losses act per weight and per feature
+  (sums over weights, a mean over examples), so their weights do not scale
+  with the width. The weights in ``bonnkd.config_lib`` came from this
+  stage (results/bonn/README.md).
+
+Commands (the data path is this machine's)::
+
+  python -m bonnkd.sweep configs/plans/bonn.py:cpu_select --out runs/bonn_select \\
+      --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
+  python -m bonnkd.sweep configs/plans/bonn.py:cpu --out runs/bonn \\
+      --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
+  python -m bonnkd.sweep configs/plans/bonn.py --out runs/bonn_gpu --parallel 3 \\
       --set data.source=folder --set data.dir=/data/cifar10-jpeg
 
-The model is ``configs/phase1_bonn_wrn.py``'s default: WRN-22-4 whose inner
-3x3 convs are 1-bit in weights and activations (approx_sign, learned
-modulation), stem, shortcuts and classifier real-valued, bfloat16. Variants,
-same model, epochs and seeds: ``plain`` (lambda = theta = 0), ``kernel``
-(lambda > 0) and ``kernel_feature`` (both), 2 seeds each. BONN reports
-84.97% / 86.23% / 87.34% for its WRN-22 (the paper's 200-epoch schedule).
-
-KERNEL_WEIGHT and FEATURE_WEIGHT are starting values, NOT yet chosen on
-val: run the ``select`` stage first. Expected minutes are not measured on an
-accelerator yet (``python -m benchmarks.throughput`` there gives them).
+Expected minutes: on CPU from the measured throughput of the ``bonn_cpu``
+model (results/README.md); on an accelerator not measured yet
+(``python -m benchmarks.throughput`` there gives them).
 """
 
 from bonnkd.sweep import Run
 
-EPOCHS = 100
-NU = 1e-4
-# To be replaced by the values the select stage picks on val.
-KERNEL_WEIGHT = 1e-4
-FEATURE_WEIGHT = 1e-3
 SEEDS = (0, 1)
-
-SCHEDULE = (f'num_epochs={EPOCHS}', f'bonn.nu={NU}')
 VARIANTS = {
-    'plain': (),
-    'kernel': (f'bonn.kernel_weight={KERNEL_WEIGHT}',),
-    'kernel_feature': (f'bonn.kernel_weight={KERNEL_WEIGHT}',
-                       f'bonn.feature_weight={FEATURE_WEIGHT}'),
+    'plain': ('bonn.kernel_weight=0.0', 'bonn.feature_weight=0.0'),
+    'kernel': ('bonn.feature_weight=0.0',),
+    'kernel_feature': (),
 }
-# The val-only grid of the select stage (a third of the epochs).
-GRID = [(k, f) for k in (0.0, 1e-5, 1e-4, 1e-3) for f in (0.0, 1e-4, 1e-3)]
+ACCELERATOR = 'configs/phase1_bonn_wrn.py'
+ACCELERATOR_EPOCHS = 100
+CPU = 'configs/phase1_bonn_wrn.py:bonn_cpu'
+# From the train step measured on a 2-core AMD EPYC (family 26) with
+# benchmarks.train_step_bench (results/bonn/README.md): WRN-16-3 W1A1 111
+# img/s, 8 epochs ~56 min with evaluations; the proxy WRN-10-2 W1A1 457
+# img/s, 3 epochs ~5.5 min.
+CPU_RUN_MIN = 57.0
+SELECT_PROXY = ('model.depth=10', 'model.width=2')
+SELECT_EPOCHS = 3
+CPU_SELECT_MIN = 5.5
+DECADES = (1e-4, 1e-3, 1e-2)
+
+
+def _selection_grid():
+  """(name, lambda, theta): plain, then each weight alone over DECADES."""
+  return ([('plain', 0.0, 0.0)]
+          + [(f'kernel{k:g}', k, 0.0) for k in DECADES]
+          + [(f'feature{f:g}', 0.0, f) for f in DECADES])
+
+
+def _select(config, overrides, expected_min):
+  return [Run(f'select_{name}', config,
+              overrides + (f'bonn.kernel_weight={k}',
+                           f'bonn.feature_weight={f}', 'eval_test=False'),
+              expected_min=expected_min)
+          for name, k, f in _selection_grid()]
+
+
+def _ablation(config, overrides, expected_min):
+  return [Run(f'{name}_s{seed}', config, overrides + variant, seed=seed,
+              expected_min=expected_min)
+          for name, variant in VARIANTS.items() for seed in SEEDS]
 
 
 def get_plan(stage: str = ''):
+  if stage == '':
+    return _ablation(ACCELERATOR, (f'num_epochs={ACCELERATOR_EPOCHS}',), None)
   if stage == 'select':
-    return [Run(f'select_k{k:g}_f{f:g}', 'configs/phase1_bonn_wrn.py',
-                (f'num_epochs={EPOCHS // 3}', f'bonn.nu={NU}',
-                 f'bonn.kernel_weight={k}', f'bonn.feature_weight={f}',
-                 'eval_test=False'))
-            for k, f in GRID]
-  if stage:
-    raise ValueError(f"Unknown stage {stage!r}: '' or 'select'.")
-  return [Run(f'{name}_s{seed}', 'configs/phase1_bonn_wrn.py',
-              SCHEDULE + overrides, seed=seed)
-          for name, overrides in VARIANTS.items() for seed in SEEDS]
+    return _select(ACCELERATOR, (f'num_epochs={ACCELERATOR_EPOCHS // 3}',),
+                   None)
+  if stage == 'cpu':
+    return _ablation(CPU, (), CPU_RUN_MIN)
+  if stage == 'cpu_select':
+    return _select(CPU, SELECT_PROXY + (f'num_epochs={SELECT_EPOCHS}',),
+                   CPU_SELECT_MIN)
+  raise ValueError(
+      f"Unknown stage {stage!r}: '', 'select', 'cpu' or 'cpu_select'.")
