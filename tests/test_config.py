@@ -99,8 +99,8 @@ def test_folder_source_needs_a_dir():
 
 def test_steps_per_epoch_drops_last_partial_batch():
   assert config_lib.steps_per_epoch(45000, 128) == 351
-  config = phase1_bonn_wrn.get_config('cpu')
-  assert config_lib.num_train_steps(config, 45000) == 22 * 351
+  config = phase1_bonn_wrn.get_config('cpu')  # 28 epochs of 351 steps.
+  assert config_lib.num_train_steps(config, 45000) == 28 * 351
 
 
 def test_override_parses_values_by_the_fields_type():
