@@ -25,10 +25,9 @@ import ml_collections
 
 from bonnkd import errors
 
-__all__ = ['base_config', 'resnet_model', 'bonn_recipe', 'smoke_preset', 'at_smoke_scale',
-           'unknown_preset',
-           'load', 'presets_of', 'override', 'flatten', 'validate', 'check',
-           'steps_per_epoch',
+__all__ = ['base_config', 'resnet_model', 'bonn_recipe', 'smoke_preset',
+           'at_smoke_scale', 'unknown_preset', 'load', 'presets_of',
+           'override', 'flatten', 'validate', 'check', 'steps_per_epoch',
            'num_train_steps', 'PHASES', 'PRESETS']
 
 PHASES = ('phase1', 'teacher', 'phase2')

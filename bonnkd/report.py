@@ -12,8 +12,9 @@ For each run (a directory written by ``train_and_evaluate``):
 
 and for all runs together ``comparison.md`` / ``comparison.csv``: run,
 phase, model, test and val accuracy (from ``final.json``), parameters, share
-of 1-bit parameters and of 1-bit conv weights, size as float32 and with 1-bit weights, FLOPs, BOPs and
-OPs = FLOPs + BOPs/64 per image (:mod:`bonnkd.summary`).
+of 1-bit parameters and of 1-bit conv weights, size as float32 and with
+1-bit weights, FLOPs, BOPs and OPs = FLOPs + BOPs/64 per image
+(:mod:`bonnkd.summary`).
 
 The test split is read from the run's own ``config.data``; ``--data_source``
 and ``--data_dir`` point elsewhere (another machine's copy).
