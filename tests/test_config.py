@@ -11,6 +11,7 @@ import pytest
 from bonnkd import config_lib
 from bonnkd import errors
 from bonnkd import models
+from bonnkd import summary
 from bonnkd import teacher as teacher_lib
 from bonnkd import train
 from bonnkd import train_state
@@ -95,6 +96,21 @@ def test_folder_source_needs_a_dir():
   config.data.dir = ''
   with pytest.raises(ValueError, match='data.dir'):
     train.validate_config(config)
+
+
+@pytest.mark.parametrize('preset', ['default', 'bonn_cpu'])
+def test_phase1_bonn_presets_are_bonns_complete_recipe(preset):
+  # BONN (Gu et al.): inner 3x3 convs W1A1 with learned modulation, both
+  # Bayesian losses on at the weights chosen on val (config_lib.BONN_*).
+  config = phase1_bonn_wrn.get_config('' if preset == 'default' else preset)
+  model = config.model
+  assert (model.binarize, model.binarize_what, model.weight_scale) == (
+      'inner', 'both', 'modulation')
+  assert (config.bonn.kernel_weight, config.bonn.feature_weight) == (
+      config_lib.BONN_KERNEL_WEIGHT, config_lib.BONN_FEATURE_WEIGHT)
+  assert config.bonn.kernel_weight > 0 and config.bonn.feature_weight > 0
+  totals = summary.totals(summary.layer_costs(models.create_model(model)))
+  assert totals['binary_conv_share'] > 0.98
 
 
 def test_steps_per_epoch_drops_last_partial_batch():
