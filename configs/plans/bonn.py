@@ -73,9 +73,10 @@ def _select(config, overrides, expected_min):
 
 
 def _ablation(config, overrides, expected_min):
+  """Seed by seed: a plan stopped at its budget compares every variant."""
   return [Run(f'{name}_s{seed}', config, overrides + variant, seed=seed,
               expected_min=expected_min)
-          for name, variant in VARIANTS.items() for seed in SEEDS]
+          for seed in SEEDS for name, variant in VARIANTS.items()]
 
 
 def get_plan(stage: str = ''):
