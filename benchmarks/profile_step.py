@@ -2,7 +2,7 @@
 
   python -m benchmarks.profile_step --config configs/phase1_bonn_wrn.py:cpu
   python -m benchmarks.profile_step --config configs/phase1_bonn_wrn.py:cpu \
-      --set model.width=4 --set batch_size=64
+      --set model.depth=16 --set model.width=4 --set batch_size=64
 
 Traces ``--steps`` steps of the real jitted train step with
 ``jax.profiler`` (a Perfetto trace), reads the time of every executed XLA

@@ -24,11 +24,15 @@ import numpy as np
 from bonnkd import config_lib
 from benchmarks import train_step_bench
 
-# name -> (config file:preset, overrides)
+# name -> (config file:preset, overrides). The WRNs pin depth and width: the
+# ``cpu`` preset's model moves when it is re-chosen (WRN-16-1, then WRN-10-2).
 MODELS = {
-    'wrn16_1_b128': ('configs/phase1_bonn_wrn.py:cpu', []),
+    'wrn16_1_b128': ('configs/phase1_bonn_wrn.py:cpu',
+                     ['model.depth=16', 'model.width=1']),
     'wrn16_4_b64': ('configs/phase1_bonn_wrn.py:cpu',
-                    ['model.width=4', 'batch_size=64']),
+                    ['model.depth=16', 'model.width=4', 'batch_size=64']),
+    'wrn10_2_b128': ('configs/phase1_bonn_wrn.py:cpu',
+                     ['model.depth=10', 'model.width=2']),
     'student_b128': ('configs/phase2_kd_student.py', ['batch_size=128',
                                                       'kd.enabled=False']),
 }
