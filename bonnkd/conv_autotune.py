@@ -7,8 +7,9 @@ newer EPYC, the native one wins (``results/README.md``). So ``conv_impl=
 'auto'`` does not follow a rule written in code: :func:`tune` times both
 lowerings (forward and backward, jitted) for every convolution shape of a
 model at its batch size, once per machine, and :mod:`bonnkd.layers` uses the
-winner of each shape. Results are cached in a JSON file keyed by the CPU
-model, the core count and the jax version (``$BONNKD_CACHE_DIR``, default
+winner of each shape. Results are cached in a JSON file keyed by
+:func:`machine_key` (the CPU, the core count, the jax version and any
+XLA_FLAGS; ``$BONNKD_CACHE_DIR``, default
 ``~/.cache/bonnkd/conv_autotune.json``), so a run pays the few seconds of
 measurement only the first time on a machine. GPU and TPU keep the native
 convolution (cuDNN, the TPU's convolution unit) and are not tuned.
@@ -42,18 +43,36 @@ def cache_path() -> str:
   return os.path.join(root, 'conv_autotune.json')
 
 
-def machine_key() -> str:
-  """What the fastest lowering depends on: CPU model, cores, jax version."""
-  model = platform.processor() or platform.machine()
+def _cpuinfo() -> dict[str, str]:
+  """The first processor's fields of /proc/cpuinfo ({} where there is none)."""
+  fields = {}
   try:
     with open('/proc/cpuinfo') as f:
       for line in f:
-        if line.startswith('model name'):
-          model = line.split(':', 1)[1].strip()
+        if not line.strip():
           break
+        name, _, value = line.partition(':')
+        fields[name.strip()] = value.strip()
   except OSError:
     pass
-  return f'{model} | {os.cpu_count()} cores | jax {jax.__version__}'
+  return fields
+
+
+def machine_key() -> str:
+  """What the fastest lowering depends on: the CPU, cores, jax, XLA flags.
+
+  The CPU is its model name and, on x86, its family and model numbers: a
+  virtual machine may call two generations of EPYC just 'AMD EPYC' (family
+  25 and 26 here, whose winners differ). XLA_FLAGS, when set, are part of the
+  key since they can change how XLA lowers a convolution.
+  """
+  info = _cpuinfo()
+  cpu = info.get('model name') or platform.processor() or platform.machine()
+  if 'cpu family' in info:
+    cpu += f" (family {info['cpu family']}, model {info.get('model', '?')})"
+  key = f'{cpu} | {os.cpu_count()} cores | jax {jax.__version__}'
+  flags = os.environ.get('XLA_FLAGS', '').strip()
+  return f'{key} | XLA_FLAGS={flags}' if flags else key
 
 
 def conv_shapes(model: nn.Module, batch_size: int,

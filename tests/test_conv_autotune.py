@@ -79,3 +79,18 @@ def test_time_lowering_runs_both_lowerings_of_the_same_conv():
   for impl in ('native', 'im2col'):
     assert conv_autotune.time_lowering((2, 8, 8, 4), (3, 3, 4, 8), (1, 1),
                                        impl, repeats=1) > 0
+
+
+def test_machine_key_tells_cpu_generations_and_xla_flags_apart(monkeypatch):
+  # Two EPYC generations that a VM names alike must not share a cache entry.
+  monkeypatch.delenv('XLA_FLAGS', raising=False)
+  zen3 = {'model name': 'AMD EPYC', 'cpu family': '25', 'model': '17'}
+  zen5 = dict(zen3, **{'cpu family': '26', 'model': '2'})
+  monkeypatch.setattr(conv_autotune, '_cpuinfo', lambda: zen3)
+  key3 = conv_autotune.machine_key()
+  assert key3.startswith('AMD EPYC (family 25, model 17) | ')
+  monkeypatch.setattr(conv_autotune, '_cpuinfo', lambda: zen5)
+  assert conv_autotune.machine_key() != key3
+  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_use_onednn=true')
+  assert conv_autotune.machine_key().endswith(
+      ' | XLA_FLAGS=--xla_cpu_use_onednn=true')
