@@ -93,6 +93,8 @@ def train_step(state: TrainState, images, labels, teacher_variables=None, *,
   bonn = config.get('bonn', {})
   kernel_weight = bonn.get('kernel_weight', 0.0)
   feature_weight = bonn.get('feature_weight', 0.0)
+  # The feature loss and the class statistics in the state go together.
+  feature_loss = train_state_lib.uses_class_stats(config)
   step_rng = jax.random.fold_in(rng, state.step)
   aug_rng, dropout_rng = jax.random.split(step_rng)
   images = augment.random_crop_flip(aug_rng, images,
@@ -103,7 +105,7 @@ def train_step(state: TrainState, images, labels, teacher_variables=None, *,
                     else teacher.logits(teacher_variables, images))
 
   def loss_fn(params):
-    mutable = ['batch_stats'] + (['intermediates'] if feature_weight else [])
+    mutable = ['batch_stats'] + (['intermediates'] if feature_loss else [])
     logits, updates = state.apply_fn(
         {'params': params, 'batch_stats': state.batch_stats}, images,
         train=True, mutable=mutable, rngs={'dropout': dropout_rng})
@@ -119,7 +121,7 @@ def train_step(state: TrainState, images, labels, teacher_variables=None, *,
       aux['kernel_loss'] = bayesian_losses.network_kernel_loss(params,
                                                                bonn['nu'])
       loss += kernel_weight * aux['kernel_loss']
-    if feature_weight:
+    if feature_loss:
       aux['features'] = updates.pop('intermediates')['features'][0]
       aux['feature_loss'] = bayesian_losses.feature_loss(
           aux['features'], labels, state.class_stats['centres'],
@@ -143,7 +145,7 @@ def train_step(state: TrainState, images, labels, teacher_variables=None, *,
   for name in ('kernel_loss', 'feature_loss'):
     if name in aux:
       metrics[name] = aux[name]
-  if feature_weight:
+  if feature_loss:
     centres, variances = bayesian_losses.update_class_statistics(
         class_stats['centres'], class_stats['variances'], aux['features'],
         labels, bonn['feature_momentum'])
