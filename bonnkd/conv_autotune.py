@@ -154,8 +154,8 @@ def tune(model: nn.Module, batch_size: int) -> dict[str, str]:
   if jax.default_backend() != 'cpu' or getattr(
       model, 'conv_impl', 'auto') != 'auto':
     return {}
-  cache = _read_cache()
-  plan = cache.setdefault(machine_key(), {})
+  cache, machine = _read_cache(), machine_key()
+  plan = cache.setdefault(machine, {})
   measured, keys = {}, []
   for x_shape, kernel_shape, strides in conv_shapes(model, batch_size):
     key = layers.conv_shape_key(x_shape, kernel_shape, strides)
@@ -167,7 +167,7 @@ def tune(model: nn.Module, batch_size: int) -> dict[str, str]:
       measured[key] = {k: round(v * 1e3, 2) for k, v in times.items()}
   if measured:
     logging.info('Conv lowering measured on %s (ms, forward + backward): %s',
-                 machine_key(), measured)
+                 machine, measured)
     _write_cache(cache)
   layers.use_cpu_conv_plan(plan)
   return {k: plan[k] for k in keys}
