@@ -4,7 +4,7 @@
   python -m benchmarks.throughput --model wrn16_1_cpu --steps 10
 
 For each model, the real jitted train step (``train.setup``) in each dtype
-and with each way of feeding it (``benchmarks.train_step_bench.step_timer``):
+and with each way of feeding it (``bonnkd.step_timing.step_timer``):
 'host' gathers every batch from a host copy of the split and sends it (the
 loop before the train split moved onto the devices), 'device' keeps the
 split on the devices and sends the indices (what ``train_and_evaluate``
@@ -20,7 +20,7 @@ import statistics
 import jax
 
 from bonnkd import config_lib
-from benchmarks import train_step_bench
+from bonnkd import step_timing
 
 MODELS = {
     'resnet18': ('configs/teacher_resnet18.py', ['batch_size=128']),
@@ -53,7 +53,7 @@ def main():
                                          args.data.split(',')):
       config = config_lib.override(config_lib.load(spec),
                                    overrides + [f'dtype={dtype}'])
-      timers[dtype, data] = train_step_bench.step_timer(config, data=data)
+      timers[dtype, data] = step_timing.step_timer(config, data=data)
     results = {k: [] for k in timers}
     for _ in range(args.rounds):
       for key, measure in timers.items():

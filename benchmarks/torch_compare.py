@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from bonnkd import config_lib
-from benchmarks import train_step_bench
+from bonnkd import step_timing
 
 # name -> (config file:preset, overrides). The WRNs pin depth and width: the
 # ``cpu`` preset's model moves when it is re-chosen (WRN-16-1, then WRN-10-2).
@@ -179,7 +179,7 @@ def torch_images_per_sec(config, steps: int, rounds: int, warmup: int = 2):
 
 def bonnkd_images_per_sec(config, steps: int, rounds: int):
   """A generator: yields bonnkd img/s for ``steps`` steps, once a round."""
-  measure = train_step_bench.step_timer(config)
+  measure = step_timing.step_timer(config)
   for _ in range(rounds):
     yield measure(steps)
 

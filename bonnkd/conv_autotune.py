@@ -8,7 +8,7 @@ newer EPYC, the native one wins (``results/README.md``). So ``conv_impl=
 lowerings (forward and backward, jitted) for every convolution shape of a
 model at its batch size, once per machine, and :mod:`bonnkd.layers` uses the
 winner of each shape. Results are cached in a JSON file keyed by
-:func:`machine_key` (the CPU, the core count, the jax version and any
+:func:`bonnkd.machine.key` (the CPU, the core count, the jax version and any
 XLA_FLAGS; ``$BONNKD_CACHE_DIR``, default
 ``~/.cache/bonnkd/conv_autotune.json``), so a run pays the few seconds of
 measurement only the first time on a machine. GPU and TPU keep the native
@@ -18,9 +18,6 @@ convolution (cuDNN, the TPU's convolution unit) and are not tuned.
   conv_autotune.tune(model, batch_size=128)   # before jitting the model
 """
 
-import json
-import os
-import platform
 import time
 
 from absl import logging
@@ -30,49 +27,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from bonnkd import layers
+from bonnkd import machine
 
-__all__ = ['machine_key', 'conv_shapes', 'time_lowering', 'tune',
-           'cache_path']
+__all__ = ['conv_shapes', 'time_lowering', 'tune', 'cache_path']
 
-_CACHE_ENV = 'BONNKD_CACHE_DIR'
+_CACHE_NAME = 'conv_autotune.json'
 
 
 def cache_path() -> str:
-  root = os.environ.get(_CACHE_ENV) or os.path.join(
-      os.path.expanduser('~'), '.cache', 'bonnkd')
-  return os.path.join(root, 'conv_autotune.json')
-
-
-def _cpuinfo() -> dict[str, str]:
-  """The first processor's fields of /proc/cpuinfo ({} where there is none)."""
-  fields = {}
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if not line.strip():
-          break
-        name, _, value = line.partition(':')
-        fields[name.strip()] = value.strip()
-  except OSError:
-    pass
-  return fields
-
-
-def machine_key() -> str:
-  """What the fastest lowering depends on: the CPU, cores, jax, XLA flags.
-
-  The CPU is its model name and, on x86, its family and model numbers: a
-  virtual machine may call two generations of EPYC just 'AMD EPYC' (family
-  25 and 26 here, whose winners differ). XLA_FLAGS, when set, are part of the
-  key since they can change how XLA lowers a convolution.
-  """
-  info = _cpuinfo()
-  cpu = info.get('model name') or platform.processor() or platform.machine()
-  if 'cpu family' in info:
-    cpu += f" (family {info['cpu family']}, model {info.get('model', '?')})"
-  key = f'{cpu} | {os.cpu_count()} cores | jax {jax.__version__}'
-  flags = os.environ.get('XLA_FLAGS', '').strip()
-  return f'{key} | XLA_FLAGS={flags}' if flags else key
+  return machine.cache_file(_CACHE_NAME)
 
 
 def conv_shapes(model: nn.Module, batch_size: int,
@@ -122,25 +85,6 @@ def time_lowering(x_shape, kernel_shape, strides, impl: str,
   return float(np.median(times))
 
 
-def _read_cache() -> dict:
-  try:
-    with open(cache_path()) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return {}
-
-
-def _write_cache(cache: dict) -> None:
-  path = cache_path()
-  try:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + '.tmp', 'w') as f:
-      json.dump(cache, f, indent=1, sort_keys=True)
-    os.replace(path + '.tmp', path)
-  except OSError as e:  # A read-only home: measure again next time.
-    logging.warning('Could not cache the conv autotune in %s: %s', path, e)
-
-
 def tune(model: nn.Module, batch_size: int) -> dict[str, str]:
   """Chooses native or im2col for each conv shape of ``model`` on this CPU.
 
@@ -154,8 +98,8 @@ def tune(model: nn.Module, batch_size: int) -> dict[str, str]:
   if jax.default_backend() != 'cpu' or getattr(
       model, 'conv_impl', 'auto') != 'auto':
     return {}
-  cache, machine = _read_cache(), machine_key()
-  plan = cache.setdefault(machine, {})
+  cache, key = machine.read_cache(_CACHE_NAME), machine.key()
+  plan = cache.setdefault(key, {})
   measured, keys = {}, []
   for x_shape, kernel_shape, strides in conv_shapes(model, batch_size):
     key = layers.conv_shape_key(x_shape, kernel_shape, strides)
@@ -167,7 +111,7 @@ def tune(model: nn.Module, batch_size: int) -> dict[str, str]:
       measured[key] = {k: round(v * 1e3, 2) for k, v in times.items()}
   if measured:
     logging.info('Conv lowering measured on %s (ms, forward + backward): %s',
-                 machine, measured)
-    _write_cache(cache)
+                 key, measured)
+    machine.write_cache(_CACHE_NAME, cache)
   layers.use_cpu_conv_plan(plan)
   return {k: plan[k] for k in keys}

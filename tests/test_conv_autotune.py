@@ -8,6 +8,7 @@ import pytest
 
 from bonnkd import conv_autotune
 from bonnkd import layers
+from bonnkd import machine
 from bonnkd import models
 
 
@@ -52,7 +53,7 @@ def test_tune_measures_once_per_machine_and_installs_the_winner(
   assert sorted(set(plan.values())) == ['im2col', 'native']
   with open(conv_autotune.cache_path()) as f:
     cached = json.load(f)
-  assert cached == {conv_autotune.machine_key(): plan}
+  assert cached == {machine.key(): plan}
 
   # Cached: nothing measured again.
   calls.clear()
@@ -81,16 +82,3 @@ def test_time_lowering_runs_both_lowerings_of_the_same_conv():
                                        impl, repeats=1) > 0
 
 
-def test_machine_key_tells_cpu_generations_and_xla_flags_apart(monkeypatch):
-  # Two EPYC generations that a VM names alike must not share a cache entry.
-  monkeypatch.delenv('XLA_FLAGS', raising=False)
-  zen3 = {'model name': 'AMD EPYC', 'cpu family': '25', 'model': '17'}
-  zen5 = dict(zen3, **{'cpu family': '26', 'model': '2'})
-  monkeypatch.setattr(conv_autotune, '_cpuinfo', lambda: zen3)
-  key3 = conv_autotune.machine_key()
-  assert key3.startswith('AMD EPYC (family 25, model 17) | ')
-  monkeypatch.setattr(conv_autotune, '_cpuinfo', lambda: zen5)
-  assert conv_autotune.machine_key() != key3
-  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_use_onednn=true')
-  assert conv_autotune.machine_key().endswith(
-      ' | XLA_FLAGS=--xla_cpu_use_onednn=true')
