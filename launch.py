@@ -7,6 +7,11 @@ Several hosts (each process runs this same command): ``--distributed`` on a
 TPU pod or under SLURM, where JAX finds the cluster itself; elsewhere also
 ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``.
 
+On a CPU, ``--xla_cpu_flags=auto`` (the default, or ``$BONNKD_XLA_CPU_FLAGS``)
+sets the XLA:CPU flags that time fastest for this config on this machine,
+measured once and cached (``bonnkd.xla_cpu_flags``); ``--xla_cpu_flags=default``
+keeps XLA's own.
+
 A mistake in the input (config value, preset, data path, teacher run) prints
 one line and exits with status 1. Everything else lives in
 ``bonnkd.train.train_and_evaluate``.
@@ -23,6 +28,7 @@ from ml_collections import config_flags
 from bonnkd import errors
 from bonnkd import sharding
 from bonnkd import train
+from bonnkd import xla_cpu_flags
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.',
                                required=True)
@@ -40,6 +46,12 @@ _NUM_PROCESSES = flags.DEFINE_integer(
     'num_processes', 0, 'Number of processes (with --coordinator_address).')
 _PROCESS_ID = flags.DEFINE_integer(
     'process_id', -1, 'This process, in [0, num_processes).')
+_XLA_CPU_FLAGS = flags.DEFINE_string(
+    'xla_cpu_flags', xla_cpu_flags.default_mode(),
+    'auto: the XLA:CPU flags measured fastest for this config on this machine '
+    '(cached; a run of under bonnkd.xla_cpu_flags.MIN_STEPS steps keeps '
+    "XLA's); or a name in bonnkd.xla_cpu_flags.CANDIDATES, e.g. default. "
+    f'Default: ${xla_cpu_flags.MODE_ENV}, else auto.')
 
 
 class _HideLibraryInfo(std_logging.Filter):
@@ -59,7 +71,14 @@ def main(argv):
         f'--coordinator_address={_COORDINATOR.value!r} needs '
         f'--num_processes > 0 and --process_id in [0, num_processes), got '
         f'{_NUM_PROCESSES.value} and {_PROCESS_ID.value}.')
-  if _DISTRIBUTED.value or _COORDINATOR.value:
+  config = flags.FLAGS.config
+  distributed = _DISTRIBUTED.value or bool(_COORDINATOR.value)
+  # Before JAX's backend starts (XLA reads XLA_FLAGS then); the config is
+  # checked first so that a mistake is not measured. Several processes would
+  # time each other: they take a cached choice or XLA's defaults.
+  train.validate_config(config)
+  xla_cpu_flags.apply(config, _XLA_CPU_FLAGS.value, measure=not distributed)
+  if distributed:
     sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                     _PROCESS_ID.value)
   logging.get_absl_handler().addFilter(_HideLibraryInfo())
@@ -68,7 +87,7 @@ def main(argv):
   tf.config.set_visible_devices([], 'GPU')
   logging.info('JAX process %d/%d, devices: %s', jax.process_index(),
                jax.process_count(), jax.devices())
-  train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
+  train.train_and_evaluate(config, _WORKDIR.value)
 
 
 if __name__ == '__main__':

@@ -14,7 +14,9 @@ everything that reads runs (the report, inspect, a later sweep) reads these.
 * A run whose ``final.json`` exists is skipped: running the same command
   again continues a plan; a run stopped half-way resumes from its checkpoint.
 * ``--parallel N`` runs up to N at once (small runs share one accelerator;
-  each process then allocates GPU memory as it needs it).
+  each process then allocates GPU memory as it needs it). On a CPU, each
+  model's XLA:CPU flags are timed first, one model at a time
+  (:func:`time_xla_cpu_flags`), not by runs competing for the cores.
 * ``--budget_min M`` starts no run that would not finish within M minutes
   (by its expected minutes), stops the running ones at M (they resume on
   the next call), and prints what is left.
@@ -38,8 +40,10 @@ import time
 from bonnkd import config_lib
 from bonnkd import errors
 from bonnkd import run_dir
+from bonnkd import xla_cpu_flags
 
-__all__ = ['Run', 'load_plan', 'launch_command', 'run_plan']
+__all__ = ['Run', 'load_plan', 'launch_command', 'time_xla_cpu_flags',
+           'run_plan']
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -117,6 +121,25 @@ def launch_command(run: Run, out: str, extra=()) -> list[str]:
           *[f'--config.{o}' for o in [*overrides, *extra]]]
 
 
+def time_xla_cpu_flags(runs: list[Run], out: str, extra=()) -> None:
+  """Times XLA:CPU's flags for each model of ``runs``, one model at a time.
+
+  Runs started side by side would time their candidates under each other's
+  load (``bonnkd.xla_cpu_flags``); timed here first, each run's ``launch.py``
+  finds its choice cached. Nothing is timed unless launch.py's mode is auto.
+  """
+  if xla_cpu_flags.default_mode() != 'auto':
+    return
+  timed = set()
+  for run in runs:
+    config = _config_of(run, out, extra)
+    if (key := xla_cpu_flags.model_key(config)) not in timed:
+      timed.add(key)
+      choice = xla_cpu_flags.choose(config, check_inputs=False)
+      print(f'XLA:CPU flags for {run.name} and its model: {choice.name} '
+            f'({choice.how})', flush=True)
+
+
 def _row(run: Run, out: str, status: str) -> dict:
   final = run_dir.read_final(os.path.join(out, run.name)) or {}
   return {'run': run.name, 'status': status,
@@ -159,6 +182,7 @@ def run_plan(runs: list[Run], out: str, budget_min: float | None = None,
   env = dict(os.environ)
   if parallel > 1:  # Share one accelerator: allocate as needed.
     env['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'
+    time_xla_cpu_flags(pending, out, extra)
   while pending or running:
     for name, (run, proc) in list(running.items()):
       if proc.poll() is not None:

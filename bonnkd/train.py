@@ -362,7 +362,8 @@ def train_and_evaluate(config, workdir: str) -> TrainState | None:
                num_params=num_params, step=int(state.step),
                wall_time_s=round(log.elapsed_s, 1),
                steps_per_epoch=run.steps_per_epoch, seed=config.seed,
-               devices=f'{jax.device_count()}x {jax.devices()[0].device_kind}')
+               devices=f'{jax.device_count()}x {jax.devices()[0].device_kind}',
+               xla_flags=os.environ.get('XLA_FLAGS', ''))
   if config.eval_test:
     log.write(final['best_step'], final['best_step'] / run.steps_per_epoch,
               'test', loss=final['test_loss'],

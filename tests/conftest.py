@@ -22,6 +22,10 @@ jax.config.update('jax_disable_most_optimizations', True)
 # The conv lowering autotune caches per machine under $HOME; tests (and the
 # processes they start, which inherit it) keep theirs in a scratch folder.
 os.environ['BONNKD_CACHE_DIR'] = tempfile.mkdtemp(prefix='bonnkd_cache_')
+# The runs launch.py starts here (on 500 images, whose schedules read as
+# CIFAR-10's would be timed) keep XLA's flags; tests/test_xla_cpu_flags.py
+# asks for the start-up timing itself.
+os.environ['BONNKD_XLA_CPU_FLAGS'] = 'default'
 
 REAL_DATA_ENV = 'BONNKD_CIFAR10_DIR'
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

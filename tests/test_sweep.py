@@ -13,6 +13,7 @@ from bonnkd import errors
 from bonnkd import models
 from bonnkd import sweep
 from bonnkd import train
+from bonnkd import xla_cpu_flags
 from tests.conftest import ROOT
 from tests.conftest import read_json
 
@@ -68,6 +69,34 @@ def test_plan_runs_then_skips_what_is_finished(tmp_path, cifar_tarball,
       '| done before |') == 3
   assert mtimes == {n: os.path.getmtime(os.path.join(out, n, 'final.json'))
                     for n in mtimes}
+
+
+def test_parallel_runs_have_their_xla_flags_timed_first_one_model_at_a_time(
+    tmp_path, monkeypatch, capsys):
+  # Side by side, each run's launch.py would time its candidates under the
+  # other's load: the plan times each model first (two seeds, one model:
+  # timed once), then launches them.
+  monkeypatch.setenv(xla_cpu_flags.MODE_ENV, 'auto')
+  timed = []
+
+  def choose(config, check_inputs):
+    assert not check_inputs  # a student may time before its teacher exists
+    assert not os.path.exists(tmp_path / 'out' / 'logs' / 'a.log')
+    timed.append(config.model.width)
+    return xla_cpu_flags.Choice('default', 'measured')
+
+  monkeypatch.setattr(xla_cpu_flags, 'choose', choose)
+  # Data that is not there: each launch stops at once with its own error.
+  missing = ('data.source=folder', 'data.dir=/nonexistent/cifar10')
+  runs = [sweep.Run('a', 'configs/phase1_bonn_wrn.py:smoke', missing, seed=0),
+          sweep.Run('b', 'configs/phase1_bonn_wrn.py:smoke', missing, seed=1),
+          sweep.Run('c', 'configs/phase1_bonn_wrn.py:smoke',
+                    missing + ('model.width=2',))]
+  rows = sweep.run_plan(runs, str(tmp_path / 'out'), parallel=2)
+  assert timed == [1, 2]  # the smoke WRN-10-1, then its width-2 variant
+  assert [r['status'] for r in rows] == ['failed (exit 1)'] * 3
+  assert 'XLA:CPU flags for c and its model: default (measured)' in (
+      capsys.readouterr().out)
 
 
 def test_budget_stops_and_says_what_is_left(tmp_path, cifar_tarball, capsys):
