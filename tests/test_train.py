@@ -46,6 +46,23 @@ def test_run_writes_metrics_checkpoints_and_final(finished_run):
   assert not any(f.startswith('events.out') for f in os.listdir(workdir))
 
 
+def test_progress_is_reported_only_where_the_loop_waits_for_its_steps(
+    cifar_tarball, tmp_path, monkeypatch):
+  from clu import periodic_actions  # pylint: disable=g-import-not-at-top
+  reported = []
+  monkeypatch.setattr(periodic_actions.ReportProgress, '_apply',
+                      lambda self, step, t: reported.append(step))
+  train.train_and_evaluate(tiny_config(cifar_tarball[0], num_epochs=1.0),
+                           str(tmp_path))
+  logged = [r['step'] for r in read_metrics(tmp_path)
+            if r['split'] == 'train']
+  # 15 steps an epoch, metrics every 4: the loop waits for its dispatched
+  # steps at 4, 8, 12 and 15 (the epoch's end), and only there is a steps/s
+  # true; clu's first call only starts its clock.
+  assert logged == [4, 8, 12, 15]
+  assert reported == [8, 12, 15]
+
+
 def test_checkpoint_reads_with_plain_orbax(finished_run):
   _, workdir, state = finished_run
   mngr = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'))
