@@ -19,12 +19,16 @@ operations fused into it):
 * augmentation -- crop, flip, normalisation of the uint8 batch;
 * other -- the rest: loss, head, residual adds, and the optimizer update
   (optax's operations carry no name of their own in the HLO);
-* host -- wall time of the steps when no XLA operation runs (dispatch,
-  Python).
+* untraced -- time the step's executor runs (XLA:CPU's
+  ``ThunkExecutor::Execute`` spans) that no named operation covers: with
+  YNNPACK's convolutions off (``XLA_FLAGS``), XLA's own Eigen convolutions
+  leave no operation in the trace, and their time lands here;
+* host -- wall time of the steps outside the executor (dispatch, Python).
 
 XLA:CPU runs independent operations of a step concurrently (two executor
-threads on two cores), so the categories are busy time summed over those
-threads, and their shares are of that total; ``host`` is of the wall time.
+threads on two cores), so the named categories are busy time summed over
+those threads, and their shares are of that total; ``untraced`` and
+``host`` are shares of the wall time.
 Prints a table (ms per step and share); ``--out`` also writes it as JSON.
 """
 
@@ -46,7 +50,35 @@ from bonnkd import config_lib
 from bonnkd import train
 
 CATEGORIES = ('conv forward', 'conv backward', 'layout copies', 'BatchNorm',
-              'augmentation', 'other', 'host')
+              'augmentation', 'other', 'untraced', 'host')
+WALL_SHARES = ('untraced', 'host')  # shares of the wall time, not busy time
+# The trace events of XLA:CPU's executor running a step (its span, and the
+# main thread's wait for it to complete).
+_EXECUTOR = 'ThunkExecutor::Execute'
+
+
+def union_length(intervals) -> float:
+  """The length of the union of ``(start, stop)`` intervals."""
+  total, end = 0.0, -float('inf')
+  for start, stop in sorted(intervals):
+    total += max(0.0, stop - max(start, end))
+    end = max(end, stop)
+  return total
+
+
+def wall_split(op_spans, executor_spans, wall: float) -> dict[str, float]:
+  """{'untraced', 'host'}: the wall time no named operation accounts for.
+
+  ``host`` is outside every executor span, ``untraced`` inside one but
+  outside every operation. Without executor spans (another XLA), all of it
+  is ``host``.
+  """
+  ops = union_length(op_spans)
+  if not executor_spans:
+    return {'untraced': 0.0, 'host': max(wall - ops, 0.0)}
+  running = union_length([*executor_spans, *op_spans])
+  return {'untraced': max(running - ops, 0.0),
+          'host': max(wall - running, 0.0)}
 
 
 def _op_names(hlo_text: str) -> dict[str, list[str]]:
@@ -127,20 +159,17 @@ def profile(config, steps: int, warmup: int = 2):
       events = json.load(f)
   events = events['traceEvents'] if isinstance(events, dict) else events
   totals = collections.defaultdict(float)
-  intervals = []
-  for e in events:
+  op_spans, executor_spans = [], []
+  for e in (e for e in events if e.get('ph') == 'X'):
+    span = (e['ts'] / 1e3, (e['ts'] + e['dur']) / 1e3)  # us -> ms
     op = e.get('args', {}).get('hlo_op')
-    if e.get('ph') == 'X' and op and e.get('args', {}).get(
-        'hlo_module', '').startswith('jit_train_step'):
+    if op and e['args'].get('hlo_module', '').startswith('jit_train_step'):
       found, kinds = names.get(op, ([], []))
-      totals[categorize(op, found, kinds)] += e['dur'] / 1e3  # us -> ms
-      intervals.append((e['ts'], e['ts'] + e['dur']))
-  # Wall time when no operation of the step runs at all: host.
-  busy, end = 0.0, -float('inf')
-  for start, stop in sorted(intervals):
-    busy += max(0.0, stop - max(start, end))
-    end = max(end, stop)
-  totals['host'] = max(wall * 1e3 - busy / 1e3, 0.0)
+      totals[categorize(op, found, kinds)] += e['dur'] / 1e3
+      op_spans.append(span)
+    elif e.get('name', '').startswith(_EXECUTOR):
+      executor_spans.append(span)
+  totals.update(wall_split(op_spans, executor_spans, wall * 1e3))
   return {k: totals.get(k, 0.0) / steps for k in CATEGORIES}, wall / steps
 
 
@@ -156,12 +185,12 @@ def main():
   print(f'{args.config} {" ".join(args.set)}: batch {config.batch_size}, '
         f'conv_impl={config.model.conv_impl}, {wall * 1e3:.1f} ms per step '
         f'({config.batch_size / wall:.1f} img/s)')
-  busy = sum(v for k, v in per_step.items() if k != 'host')
+  busy = sum(v for k, v in per_step.items() if k not in WALL_SHARES)
   print(f'  busy time of XLA operations, summed over threads: {busy:.1f} ms')
   for k in CATEGORIES:
-    share = per_step[k] / (wall * 1e3 if k == 'host' else busy)
+    share = per_step[k] / (wall * 1e3 if k in WALL_SHARES else busy)
     print(f'  {k:<14} {per_step[k]:8.1f} ms  {100 * share:5.1f}%'
-          + (' of wall time' if k == 'host' else ' of busy time'))
+          + (' of wall time' if k in WALL_SHARES else ' of busy time'))
   if args.out:
     with open(args.out, 'w') as f:
       json.dump({'config': args.config, 'overrides': args.set,

@@ -28,3 +28,16 @@ def test_wrn_names_match_their_configs(table):
       assert config.batch_size == int(batch), name
     checked += 1
   assert checked >= 3
+
+
+def test_profile_splits_the_wall_time_no_operation_accounts_for():
+  from benchmarks import profile_step  # pylint: disable=g-import-not-at-top
+  ops = [(0.0, 2.0), (1.0, 3.0), (5.0, 6.0)]  # overlapping: 4 ms covered
+  assert profile_step.union_length(ops) == 4.0
+  # The executor ran 0-8 ms of a 10 ms step: 4 ms of it under no named
+  # operation (untraced), 2 ms outside it (host).
+  assert profile_step.wall_split(ops, [(0.0, 8.0)], 10.0) == {
+      'untraced': 4.0, 'host': 2.0}
+  # No executor spans in the trace: the 6 ms not covered are all host.
+  assert profile_step.wall_split(ops, [], 10.0) == {'untraced': 0.0,
+                                                     'host': 6.0}
