@@ -14,9 +14,12 @@ everything that reads runs (the report, inspect, a later sweep) reads these.
 * A run whose ``final.json`` exists is skipped: running the same command
   again continues a plan; a run stopped half-way resumes from its checkpoint.
 * ``--parallel N`` runs up to N at once (small runs share one accelerator;
-  each process then allocates GPU memory as it needs it). On a CPU, each
-  model's XLA:CPU flags are timed first, one model at a time
-  (:func:`time_xla_cpu_flags`), not by runs competing for the cores.
+  each process then allocates GPU memory as it needs it).
+* On a CPU (launch.py's ``--xla_cpu_flags=auto``), each model's XLA:CPU
+  flags are timed first, one model at a time (:func:`time_xla_cpu_flags`),
+  not by runs competing for the cores; the img/s measured there replaces the
+  plan's expected minutes (:func:`measured_minutes`), which came from
+  another machine.
 * ``--budget_min M`` starts no run that would not finish within M minutes
   (by its expected minutes), stops the running ones at M (they resume on
   the next call), and prints what is left.
@@ -43,7 +46,7 @@ from bonnkd import run_dir
 from bonnkd import xla_cpu_flags
 
 __all__ = ['Run', 'load_plan', 'launch_command', 'time_xla_cpu_flags',
-           'run_plan']
+           'measured_minutes', 'run_plan']
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -121,23 +124,59 @@ def launch_command(run: Run, out: str, extra=()) -> list[str]:
           *[f'--config.{o}' for o in [*overrides, *extra]]]
 
 
-def time_xla_cpu_flags(runs: list[Run], out: str, extra=()) -> None:
+def time_xla_cpu_flags(runs: list[Run], out: str,
+                       extra=()) -> dict[str, float]:
   """Times XLA:CPU's flags for each model of ``runs``, one model at a time.
 
   Runs started side by side would time their candidates under each other's
   load (``bonnkd.xla_cpu_flags``); timed here first, each run's ``launch.py``
   finds its choice cached. Nothing is timed unless launch.py's mode is auto.
+
+  Returns:
+    {run name: img/s of its train step under the chosen flags}, for the runs
+    whose model was measured on this machine (now or cached).
   """
   if xla_cpu_flags.default_mode() != 'auto':
-    return
-  timed = set()
+    return {}
+  choices, rates = {}, {}
   for run in runs:
     config = _config_of(run, out, extra)
-    if (key := xla_cpu_flags.model_key(config)) not in timed:
-      timed.add(key)
-      choice = xla_cpu_flags.choose(config, check_inputs=False)
-      print(f'XLA:CPU flags for {run.name} and its model: {choice.name} '
-            f'({choice.how})', flush=True)
+    if (key := xla_cpu_flags.model_key(config)) not in choices:
+      choices[key] = xla_cpu_flags.choose(config, check_inputs=False)
+      print(f'XLA:CPU flags for {run.name} and its model: '
+            f'{choices[key].name} ({choices[key].how})', flush=True)
+    if rate := choices[key].images_per_sec:
+      rates[run.name] = rate
+  return rates
+
+
+def measured_minutes(run: Run, images_per_sec: float, out: str,
+                     extra=()) -> float | None:
+  """Minutes of ``run``'s train steps at this machine's measured img/s.
+
+  For the budget, in place of the plan's figure, which came from another
+  machine (one CPU trained BONN's WRN-16-3 at 144 img/s, another at 33).
+  Evaluations add a few percent. None for a distillation run: the step
+  timed is the student's alone, without its teacher's forward pass.
+  """
+  config = _config_of(run, out, extra)
+  if config.kd.enabled:
+    return None
+  steps = xla_cpu_flags.estimated_steps(config)
+  return round(steps * config.batch_size / images_per_sec / 60, 1)
+
+
+def _measured_expectations(pending: list[Run], out: str,
+                           extra=()) -> dict[str, tuple[float, str]]:
+  """{run name: (expected minutes, why)} where this machine was measured."""
+  notes = {}
+  for name, rate in time_xla_cpu_flags(pending, out, extra).items():
+    run = next(r for r in pending if r.name == name)
+    if (minutes := measured_minutes(run, rate, out, extra)) is not None:
+      plan = ('gave none' if run.expected_min is None
+              else f'said {run.expected_min:g} min')
+      notes[name] = (minutes, f'{rate:g} img/s measured here; the plan {plan}')
+  return notes
 
 
 def _row(run: Run, out: str, status: str) -> dict:
@@ -182,7 +221,10 @@ def run_plan(runs: list[Run], out: str, budget_min: float | None = None,
   env = dict(os.environ)
   if parallel > 1:  # Share one accelerator: allocate as needed.
     env['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'
-    time_xla_cpu_flags(pending, out, extra)
+  notes = _measured_expectations(pending, out, extra)
+  runs = [dataclasses.replace(r, expected_min=notes[r.name][0])
+          if r.name in notes else r for r in runs]
+  pending = [r for r in runs if r.name not in status]
   while pending or running:
     for name, (run, proc) in list(running.items()):
       if proc.poll() is not None:
@@ -218,6 +260,8 @@ def run_plan(runs: list[Run], out: str, budget_min: float | None = None,
       running[run.name] = (run, proc)
       expected = ('expected time unknown' if run.expected_min is None
                   else f'expected {run.expected_min:g} min')
+      if run.name in notes:
+        expected += f' of training steps: {notes[run.name][1]}'
       print(f'[{elapsed_min():6.1f} min] {run.name}: started ({expected})',
             flush=True)
     if not running and pending:

@@ -170,6 +170,11 @@ class Choice:
   how: str  # 'cached', 'measured', 'given', or why it was not measured
   rates: dict | None = None  # img/s per candidate, when measured
 
+  @property
+  def images_per_sec(self) -> float | None:
+    """The measured img/s of the chosen flags; None if not measured."""
+    return (self.rates or {}).get(self.name)
+
 
 def choose(config, candidates=AUTO_CANDIDATES, measure: bool = True,
            check_inputs: bool = True) -> Choice:

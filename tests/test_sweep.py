@@ -99,6 +99,33 @@ def test_parallel_runs_have_their_xla_flags_timed_first_one_model_at_a_time(
       capsys.readouterr().out)
 
 
+def test_budget_counts_the_minutes_measured_on_this_machine(
+    tmp_path, monkeypatch, capsys):
+  # The plans' minutes came from other machines (BONN's WRN-16-3 trained at
+  # 144 img/s on one EPYC, 33 on another): where this one measured the
+  # model, its img/s decides what fits the budget.
+  monkeypatch.setenv(xla_cpu_flags.MODE_ENV, 'auto')
+  rates = {1: 1.0, 2: 100.0}  # img/s by model width
+  monkeypatch.setattr(
+      xla_cpu_flags, 'choose', lambda config, check_inputs:
+      xla_cpu_flags.Choice('no_ynn_conv', 'cached', {
+          'default': rates[config.model.width] / 2,
+          'no_ynn_conv': rates[config.model.width]}))
+  missing = ('data.source=folder', 'data.dir=/nonexistent/cifar10')
+  runs = [sweep.Run('slow', 'configs/phase1_bonn_wrn.py:smoke', missing,
+                    expected_min=0.1),
+          sweep.Run('fast', 'configs/phase1_bonn_wrn.py:smoke',
+                    missing + ('model.width=2',), expected_min=9.0)]
+  rows = sweep.run_plan(runs, str(tmp_path / 'out'), budget_min=5)
+  # The smoke preset: 256 images / batch 32 x 2 epochs = 16 steps of 32
+  # images; at 1 img/s 8.5 minutes, at 100 img/s 0.1.
+  assert [r['expected_min'] for r in rows] == [8.5, 0.1]
+  assert [r['status'] for r in rows] == [
+      'left: does not fit the budget', 'failed (exit 1)']
+  assert ('fast: started (expected 0.1 min of training steps: 100 img/s '
+          'measured here; the plan said 9 min)') in capsys.readouterr().out
+
+
 def test_budget_stops_and_says_what_is_left(tmp_path, cifar_tarball, capsys):
   # The distilled student expects 5 minutes: it never fits a budget of 0.6
   # minutes. The teacher (expected 0.5) starts and finishes, or is stopped

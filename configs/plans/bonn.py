@@ -50,7 +50,9 @@ CPU = 'configs/phase1_bonn_wrn.py:bonn_cpu'
 # benchmarks.train_step_bench (results/bonn/README.md): WRN-16-3 W1A1 111
 # img/s, 8 epochs ~56 min with evaluations; the proxy WRN-10-2 W1A1 457
 # img/s, 3 epochs ~5.5 min. A family-25 EPYC (also 'AMD EPYC' to lscpu)
-# trains the WRN-16-3 at ~61 img/s: 104 min (results/README.md).
+# trains the WRN-16-3 at ~61 img/s: 104 min; a family-23 one at ~33 img/s,
+# even with XLA:CPU's flags chosen: ~3 hours (results/README.md). Where the
+# sweep has measured this machine's img/s, that replaces these minutes.
 CPU_RUN_MIN = 57.0
 SELECT_PROXY = ('model.depth=10', 'model.width=2')
 SELECT_EPOCHS = 3
