@@ -98,8 +98,8 @@ def tune(model: nn.Module, batch_size: int) -> dict[str, str]:
   if jax.default_backend() != 'cpu' or getattr(
       model, 'conv_impl', 'auto') != 'auto':
     return {}
-  cache, key = machine.read_cache(_CACHE_NAME), machine.key()
-  plan = cache.setdefault(key, {})
+  cache, machine_key = machine.read_cache(_CACHE_NAME), machine.key()
+  plan = cache.setdefault(machine_key, {})
   measured, keys = {}, []
   for x_shape, kernel_shape, strides in conv_shapes(model, batch_size):
     key = layers.conv_shape_key(x_shape, kernel_shape, strides)
@@ -111,7 +111,7 @@ def tune(model: nn.Module, batch_size: int) -> dict[str, str]:
       measured[key] = {k: round(v * 1e3, 2) for k, v in times.items()}
   if measured:
     logging.info('Conv lowering measured on %s (ms, forward + backward): %s',
-                 key, measured)
+                 machine_key, measured)
     machine.write_cache(_CACHE_NAME, cache)
   layers.use_cpu_conv_plan(plan)
   return {k: plan[k] for k in keys}
