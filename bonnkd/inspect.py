@@ -6,8 +6,11 @@
 Prints the available steps (latest and best by val accuracy), the saved
 config, every parameter with shape, dtype and count, and for each binarized
 layer the fraction of +1 weights (sign of the latent kernel), mean |w| and
-its modulation vector. Everything is read with orbax alone; see the README
-for the few lines of plain orbax that do the same.
+its modulation vector next to XNOR's scale of the same kernel (mean |w| per
+output channel, the optimum of BONN's reconstruction term
+``||k - w o sign(k)||^2``: :mod:`bonnkd.bayesian_losses`), so one sees how
+far training has moved the modulation from it. Everything is read with orbax
+alone; see the README for the few lines of plain orbax that do the same.
 """
 
 import json
@@ -19,6 +22,7 @@ import numpy as np
 from bonnkd import checkpointing
 from bonnkd import errors
 from bonnkd import models
+from bonnkd import quantizers
 from bonnkd import run_dir
 from bonnkd import summary
 
@@ -69,6 +73,10 @@ def describe(path: str) -> str:
       line += (f', modulation min/mean/max {m.min():.4f}/{m.mean():.4f}/'
                f'{m.max():.4f}: {np.array2string(m[:8], precision=4)}'
                + (' ...' if m.size > 8 else ''))
+      ratio = m / np.asarray(quantizers.xnor_weight_scale(kernel)).reshape(-1)
+      line += (f'; modulation / XNOR mean |w| per channel: median '
+               f'{np.median(ratio):.3f}, min {ratio.min():.3f}, '
+               f'max {ratio.max():.3f}')
     lines.append(line)
   return '\n'.join(lines)
 

@@ -168,6 +168,12 @@ def test_inspect_reports_steps_params_and_binary_layers(finished_run):
   # The smoke model's only 1-bit layer is the stem (first_conv, weights).
   assert '1-bit layers: 1\n' in text
   assert f'  stem: +1 fraction {np.mean(stem >= 0):.3f}' in text
+  # The modulation next to XNOR's scale, mean |w| over (kh, kw, C_in).
+  ratio = (np.asarray(variables['params']['stem']['modulation'])
+           / np.abs(stem).mean(axis=(0, 1, 2)))
+  assert (f'modulation / XNOR mean |w| per channel: median '
+          f'{np.median(ratio):.3f}, min {ratio.min():.3f}, '
+          f'max {ratio.max():.3f}') in text
 
 
 def test_step_on_device_rows_equals_step_on_host_batch(cifar_tarball):
