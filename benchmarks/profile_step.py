@@ -29,7 +29,11 @@ XLA:CPU runs independent operations of a step concurrently (two executor
 threads on two cores), so the named categories are busy time summed over
 those threads, and their shares are of that total; ``untraced`` and
 ``host`` are shares of the wall time.
-Prints a table (ms per step and share); ``--out`` also writes it as JSON.
+Prints a table (ms per step and share), then which library computes each
+convolution and dot of the step (:func:`contraction_libraries`; ``XLA_FLAGS``
+decide it, e.g. ``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``
+keeps the convolutions in XLA's own Eigen code); ``--out`` also writes both
+as JSON.
 """
 
 import argparse
@@ -81,8 +85,8 @@ def wall_split(op_spans, executor_spans, wall: float) -> dict[str, float]:
           'host': max(wall - running, 0.0)}
 
 
-def _op_names(hlo_text: str) -> dict[str, list[str]]:
-  """{instruction name: op_names of it and of what is fused into it}."""
+def _computations(hlo_text: str) -> dict[str, list[tuple[str, str]]]:
+  """{computation name ('ENTRY' for the step's own): [(instruction, line)]}."""
   computations, current = {}, None
   instruction = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = .*')
   for line in hlo_text.splitlines():
@@ -93,26 +97,68 @@ def _op_names(hlo_text: str) -> dict[str, list[str]]:
       continue
     if current is not None and (m := instruction.match(line)):
       computations[current].append((m.group(1), line))
+  return computations
+
+
+def _contraction_kinds(lines) -> list[str]:
+  """'convolution', 'weight-grad' or 'dot' for each contraction in ``lines``."""
+  kinds = []
+  for text in lines:
+    if kind := re.search(r'= \S+ (convolution|dot)\(', text):
+      # XLA writes a weight gradient as a convolution whose window spans the
+      # activation map (e.g. 16x16), with no op_name of its own.
+      window = re.search(r'window=\{size=(\d+)x(\d+)', text)
+      spans_map = window and int(window.group(1)) > 7
+      kinds.append('weight-grad' if spans_map else kind.group(1))
+  return kinds
+
+
+def _op_names(hlo_text: str) -> dict[str, tuple[list[str], list[str]]]:
+  """{instruction: (op_names of it and of what is fused into it, kinds)}."""
+  computations = _computations(hlo_text)
   names = {}
   for body in computations.values():
     for name, line in body:
-      found = re.findall(r'op_name="([^"]*)"', line)
       calls = re.search(r'calls=%?([\w.\-]+)', line)
-      if calls and calls.group(1) in computations:
-        for _, inner in computations[calls.group(1)]:
-          found += re.findall(r'op_name="([^"]*)"', inner)
-      lines = [line] + ([inner for _, inner in computations[calls.group(1)]]
-                        if calls and calls.group(1) in computations else [])
-      kinds = []
-      for text in lines:
-        if kind := re.search(r'= \S+ (convolution|dot)\(', text):
-          # XLA writes a weight gradient as a convolution whose window spans
-          # the activation map (e.g. 16x16), with no op_name of its own.
-          window = re.search(r'window=\{size=(\d+)x(\d+)', text)
-          spans_map = window and int(window.group(1)) > 7
-          kinds.append('weight-grad' if spans_map else kind.group(1))
-      names[name] = (found, kinds)
+      fused = [inner for _, inner in computations.get(
+          calls.group(1) if calls else None, [])]
+      found = [n for text in [line] + fused
+               for n in re.findall(r'op_name="([^"]*)"', text)]
+      names[name] = (found, _contraction_kinds([line] + fused))
   return names
+
+
+# XLA:CPU's fusions that hand their operations to a library
+# (``backend_config={"fusion_config":{"kind":...}}``).
+LIBRARY_FUSIONS = {'__ynn_fusion': 'YNNPACK', '__xnn_fusion': 'XNNPACK',
+                   '__onednn_fusion': 'oneDNN'}
+
+
+def contraction_libraries(hlo_text: str) -> dict[str, collections.Counter]:
+  """{library: Counter of contraction kinds} of a compiled step's operations.
+
+  Which library XLA:CPU gave each convolution and dot of the step: a fusion
+  whose kind is in ``LIBRARY_FUSIONS``, a oneDNN custom call, or else XLA's
+  own code ('XLA (Eigen)': its convolutions call Eigen). Only the step's own
+  operations (the ENTRY computation) are read.
+  """
+  computations = _computations(hlo_text)
+  libraries = collections.defaultdict(collections.Counter)
+  for _, line in computations.get('ENTRY', []):
+    calls = re.search(r'calls=%?([\w.\-]+)', line)
+    fused = [inner for _, inner in computations.get(
+        calls.group(1) if calls else None, [])]
+    kind = re.search(r'"fusion_config":\{"kind":"(\w+)"', line)
+    if 'custom_call_target="__onednn$' in line:
+      library = 'oneDNN'
+      kinds = [re.search(r'__onednn\$(\w+)', line).group(1)]
+    else:
+      library = LIBRARY_FUSIONS.get(kind.group(1) if kind else '',
+                                    'XLA (Eigen)')
+      kinds = _contraction_kinds([line] + fused)
+    if kinds:
+      libraries[library].update(kinds)
+  return dict(libraries)
 
 
 def categorize(name: str, op_names: list[str], kinds: list[str]) -> str:
@@ -132,7 +178,7 @@ def categorize(name: str, op_names: list[str], kinds: list[str]) -> str:
 
 
 def profile(config, steps: int, warmup: int = 2):
-  """{category: ms per step} of ``config``'s train step."""
+  """({category: ms per step}, s per step, :func:`contraction_libraries`)."""
   run = train.setup(config, num_train_examples=100 * config.batch_size)
   rng = np.random.default_rng(0)
   images, labels = run.mesh.put_batch(
@@ -142,6 +188,7 @@ def profile(config, steps: int, warmup: int = 2):
       train.train_step, rng=jax.random.key(1), config=config,
       teacher=None)).lower(run.state, images, labels, None).compile().as_text()
   names = _op_names(hlo)
+  libraries = contraction_libraries(hlo)
   state = run.state
   for _ in range(warmup):
     state, metrics = run.train_step(state, images, labels)
@@ -170,7 +217,8 @@ def profile(config, steps: int, warmup: int = 2):
     elif e.get('name', '').startswith(_EXECUTOR):
       executor_spans.append(span)
   totals.update(wall_split(op_spans, executor_spans, wall * 1e3))
-  return {k: totals.get(k, 0.0) / steps for k in CATEGORIES}, wall / steps
+  return ({k: totals.get(k, 0.0) / steps for k in CATEGORIES}, wall / steps,
+          libraries)
 
 
 def main():
@@ -181,7 +229,7 @@ def main():
   parser.add_argument('--out', default='')
   args = parser.parse_args()
   config = config_lib.override(config_lib.load(args.config), args.set)
-  per_step, wall = profile(config, args.steps)
+  per_step, wall, libraries = profile(config, args.steps)
   print(f'{args.config} {" ".join(args.set)}: batch {config.batch_size}, '
         f'conv_impl={config.model.conv_impl}, {wall * 1e3:.1f} ms per step '
         f'({config.batch_size / wall:.1f} img/s)')
@@ -191,10 +239,15 @@ def main():
     share = per_step[k] / (wall * 1e3 if k in WALL_SHARES else busy)
     print(f'  {k:<14} {per_step[k]:8.1f} ms  {100 * share:5.1f}%'
           + (' of wall time' if k in WALL_SHARES else ' of busy time'))
+  print('  convolutions and dots by the library that computes them:')
+  for library, kinds in sorted(libraries.items()):
+    print(f'    {library:<12} ' + ', '.join(
+        f'{n} {kind}' for kind, n in sorted(kinds.items())))
   if args.out:
     with open(args.out, 'w') as f:
       json.dump({'config': args.config, 'overrides': args.set,
-                 'ms_per_step': wall * 1e3, 'categories_ms': per_step}, f,
+                 'ms_per_step': wall * 1e3, 'categories_ms': per_step,
+                 'contractions_by_library': libraries}, f,
                 indent=1)
 
 

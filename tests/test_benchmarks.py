@@ -1,7 +1,10 @@
-"""The benchmarks time the models their names say."""
+"""The benchmarks time the models their names say, and read profiles right."""
 
+import collections
 import re
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from bonnkd import config_lib
@@ -41,3 +44,52 @@ def test_profile_splits_the_wall_time_no_operation_accounts_for():
   # No executor spans in the trace: the 6 ms not covered are all host.
   assert profile_step.wall_split(ops, [], 10.0) == {'untraced': 0.0,
                                                      'host': 6.0}
+
+
+# Lines of a compiled conv-and-gradient step as XLA:CPU prints it (jax 0.10.2),
+# shortened; a fused computation, then the step's own operations.
+_HLO = '''
+%fused_computation (param_0: f32[32,16,16,8], param_1: f32[16,16,8,32]) -> f32[32,3,3,32] {
+  ROOT %convolution.2 = f32[32,3,3,32]{3,2,1,0} convolution(%param_0, %param_1), window={size=16x16 pad=1_1x1_1}, dim_labels=b01f_01io->b01f
+}
+%fused_computation.2 (param_0.2: f32[8,16,16,32], param_1.2: f32[3,3,32,32]) -> f32[8,16,16,32] {
+  ROOT %conv_general_dilated.0 = f32[8,16,16,32]{3,2,1,0} convolution(%param_0.2, %param_1.2), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f
+}
+%fused_computation.4 (param_0.7: f32[8,16,16,32]) -> f32[32,16,16,8] {
+  ROOT %transpose.1 = f32[32,16,16,8]{3,2,1,0} transpose(%param_0.7), dimensions={3,1,2,0}
+}
+ENTRY %main.1 (x.1: f32[8,16,16,32], k.1: f32[3,3,32,32]) -> (f32[8,16,16,32], f32[3,3,32,32]) {
+  %transpose_copy_fusion.1 = f32[32,16,16,8]{3,2,1,0} fusion(%x.1), kind=kLoop, calls=%fused_computation.4
+  %ynn_fusion.2 = f32[8,16,16,32]{3,2,1,0} fusion(%x.1, %k.1), kind=kCustom, calls=%fused_computation.2, backend_config={"fusion_config":{"kind":"__ynn_fusion"}}
+  %ynn_fusion = f32[32,3,3,32]{3,2,1,0} fusion(%transpose_copy_fusion.1, %x.1), kind=kCustom, calls=%fused_computation, backend_config={"fusion_config":{"kind":"__ynn_fusion"}}
+  %convolution.3 = f32[8,16,16,32]{3,2,1,0} convolution(%ynn_fusion.2, %k.1), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f
+  %custom-call = f32[8,16,16,32]{3,2,1,0} custom-call(%x.1, %k.1), custom_call_target="__onednn$convolution"
+}
+'''
+
+
+def test_contraction_libraries_name_who_computes_each_convolution():
+  from benchmarks import profile_step  # pylint: disable=g-import-not-at-top
+  found = profile_step.contraction_libraries(_HLO)
+  # Two YNNPACK fusions (a 3x3 conv, a weight gradient whose window spans the
+  # 16x16 map), one convolution left to XLA, one oneDNN custom call; the
+  # transpose fusion holds no contraction and counts nowhere.
+  assert found == {'YNNPACK': {'convolution': 1, 'weight-grad': 1},
+                   'XLA (Eigen)': {'convolution': 1},
+                   'oneDNN': {'convolution': 1}}
+
+
+def test_contraction_libraries_count_every_convolution_of_a_compiled_step():
+  from benchmarks import profile_step  # pylint: disable=g-import-not-at-top
+  def loss(x, k):
+    y = jax.lax.conv_general_dilated(x, k, (1, 1), 'SAME',
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return jnp.sum(y ** 2)
+  x, k = jnp.ones((8, 16, 16, 32)), jnp.ones((3, 3, 32, 32))
+  hlo = jax.jit(jax.grad(loss, (0, 1))).lower(x, k).compile().as_text()
+  counts = collections.Counter()
+  for kinds in profile_step.contraction_libraries(hlo).values():
+    counts.update(kinds)
+  # Whichever library XLA picks (it depends on XLA_FLAGS and the version):
+  # the forward conv, the input gradient (a 3x3 conv) and the weight gradient.
+  assert counts == {'convolution': 2, 'weight-grad': 1}
