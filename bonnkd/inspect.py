@@ -76,7 +76,8 @@ def describe(path: str) -> str:
       ratio = m / np.asarray(quantizers.xnor_weight_scale(kernel)).reshape(-1)
       line += (f'; modulation / XNOR mean |w| per channel: median '
                f'{np.median(ratio):.3f}, min {ratio.min():.3f}, '
-               f'max {ratio.max():.3f}')
+               f'max {ratio.max():.3f}, negative in {np.sum(m < 0)} of '
+               f'{m.size} channels')
     lines.append(line)
   return '\n'.join(lines)
 

@@ -173,7 +173,8 @@ def test_inspect_reports_steps_params_and_binary_layers(finished_run):
            / np.abs(stem).mean(axis=(0, 1, 2)))
   assert (f'modulation / XNOR mean |w| per channel: median '
           f'{np.median(ratio):.3f}, min {ratio.min():.3f}, '
-          f'max {ratio.max():.3f}') in text
+          f'max {ratio.max():.3f}, negative in {np.sum(ratio < 0)} of '
+          f'{ratio.size} channels') in text
 
 
 def test_step_on_device_rows_equals_step_on_host_batch(cifar_tarball):
