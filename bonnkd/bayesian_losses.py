@@ -21,6 +21,10 @@ Readings chosen here (the sources reach us as extracted text):
   channel, the value the modulation starts from (:func:`kernel_loss`; a
   test checks that optimum). Read literally, ``||k^ - w o k||^2`` would
   scale the latent kernel instead, with optimum ``sum|k| / sum k^2``.
+  Nothing keeps ``w`` positive: where training turns a channel's
+  modulation negative, the target ``w sign(k)`` has the opposite sign of
+  ``k`` and the term pulls that channel's latent weights toward zero
+  (``results/bonn/README.md`` measures both effects on a trained WRN).
 * **The two-mode prior.** Per kernel (one (i, n) pair, its kh x kw
   entries): ``mu+`` the mean of its positive entries, ``mu-`` the mean
   magnitude of its negative ones, ``Psi = psi I`` with ``psi`` the variance
