@@ -100,6 +100,13 @@ def _computations(hlo_text: str) -> dict[str, list[tuple[str, str]]]:
   return computations
 
 
+def _fused_lines(line: str, computations) -> list[str]:
+  """The lines of the computation an instruction calls (its fused body)."""
+  calls = re.search(r'calls=%?([\w.\-]+)', line)
+  return [inner for _, inner in computations.get(
+      calls.group(1) if calls else None, [])]
+
+
 def _contraction_kinds(lines) -> list[str]:
   """'convolution', 'weight-grad' or 'dot' for each contraction in ``lines``."""
   kinds = []
@@ -119,9 +126,7 @@ def _op_names(hlo_text: str) -> dict[str, tuple[list[str], list[str]]]:
   names = {}
   for body in computations.values():
     for name, line in body:
-      calls = re.search(r'calls=%?([\w.\-]+)', line)
-      fused = [inner for _, inner in computations.get(
-          calls.group(1) if calls else None, [])]
+      fused = _fused_lines(line, computations)
       found = [n for text in [line] + fused
                for n in re.findall(r'op_name="([^"]*)"', text)]
       names[name] = (found, _contraction_kinds([line] + fused))
@@ -145,9 +150,7 @@ def contraction_libraries(hlo_text: str) -> dict[str, collections.Counter]:
   computations = _computations(hlo_text)
   libraries = collections.defaultdict(collections.Counter)
   for _, line in computations.get('ENTRY', []):
-    calls = re.search(r'calls=%?([\w.\-]+)', line)
-    fused = [inner for _, inner in computations.get(
-        calls.group(1) if calls else None, [])]
+    fused = _fused_lines(line, computations)
     kind = re.search(r'"fusion_config":\{"kind":"(\w+)"', line)
     if 'custom_call_target="__onednn$' in line:
       library = 'oneDNN'
