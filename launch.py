@@ -73,18 +73,20 @@ def main(argv):
         f'{_NUM_PROCESSES.value} and {_PROCESS_ID.value}.')
   config = flags.FLAGS.config
   distributed = _DISTRIBUTED.value or bool(_COORDINATOR.value)
-  # Before JAX's backend starts (XLA reads XLA_FLAGS then); the config is
-  # checked first so that a mistake is not measured. Several processes would
-  # time each other: they take a cached choice or XLA's defaults.
+  logging.get_absl_handler().addFilter(_HideLibraryInfo())
   train.validate_config(config)
+  # tf.data / tfds must not take accelerator memory from JAX (tfds may
+  # download CIFAR-10 before the flags below are timed).
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], 'GPU')
+  # Before JAX's backend starts (XLA reads XLA_FLAGS then), after the config
+  # and the data are checked, so that a mistake is not measured. Several
+  # processes would time each other: they take a cached choice or XLA's
+  # defaults.
   xla_cpu_flags.apply(config, _XLA_CPU_FLAGS.value, measure=not distributed)
   if distributed:
     sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                     _PROCESS_ID.value)
-  logging.get_absl_handler().addFilter(_HideLibraryInfo())
-  # tf.data / tfds must not take accelerator memory from JAX.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], 'GPU')
   logging.info('JAX process %d/%d, devices: %s', jax.process_index(),
                jax.process_count(), jax.devices())
   train.train_and_evaluate(config, _WORKDIR.value)

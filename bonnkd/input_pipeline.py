@@ -45,6 +45,7 @@ __all__ = [
     'DataNotFoundError',
     'DataError',
     'validate_config',
+    'ensure_available',
     'load_splits',
     'train_indices',
     'train_batch',
@@ -107,15 +108,30 @@ _HOW_TO_SET = (
 )
 
 
+def _tfds_not_found(data_dir: str, e: Exception) -> DataNotFoundError:
+  return DataNotFoundError(
+      f'Could not load CIFAR-10 with tfds (data_dir={data_dir!r}): '
+      f'{type(e).__name__}: {str(e)[:300]}. {_HOW_TO_SET}')
+
+
+def _prepare_tfds(data_dir: str) -> None:
+  """Downloads and prepares tfds's cifar10 unless data_dir holds it already."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    builder = tfds.builder('cifar10', data_dir=data_dir or None)
+    if not builder.is_prepared():
+      builder.download_and_prepare()
+  except Exception as e:  # tfds raises many kinds on a failed download.
+    raise _tfds_not_found(data_dir, e) from e
+
+
 def _load_tfds(data_dir: str) -> dict[str, Split]:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
     data = tfds.load('cifar10', split=['train', 'test'], batch_size=-1,
                      as_supervised=True, data_dir=data_dir or None)
   except Exception as e:  # tfds raises many kinds on a failed download.
-    raise DataNotFoundError(
-        f'Could not load CIFAR-10 with tfds (data_dir={data_dir!r}): '
-        f'{type(e).__name__}: {str(e)[:300]}. {_HOW_TO_SET}') from e
+    raise _tfds_not_found(data_dir, e) from e
   (train_x, train_y), (test_x, test_y) = tfds.as_numpy(data)
   return {'train': Split(train_x, train_y.astype(np.int32)),
           'test': Split(test_x, test_y.astype(np.int32))}
@@ -144,18 +160,22 @@ def _decode_image(path: str, tf) -> np.ndarray:
   return image
 
 
-def _load_folder(root: str) -> dict[str, Split]:
-  """Reads ``root/{train,test}/<class>/*``, every class in every split.
-
-  Files are visited in the order of their paths, so that the order, and
-  hence the val split, is the same on every file system.
-  """
+def _check_folder(root: str) -> None:
   missing = [s for s in ('train', 'test')
              if not os.path.isdir(os.path.join(root, s))]
   if missing:
     raise DataNotFoundError(
         f'config.data.dir={root!r} has no {missing} folder(s) of the form '
         f'split/class/image. {_HOW_TO_SET}')
+
+
+def _load_folder(root: str) -> dict[str, Split]:
+  """Reads ``root/{train,test}/<class>/*``, every class in every split.
+
+  Files are visited in the order of their paths, so that the order, and
+  hence the val split, is the same on every file system.
+  """
+  _check_folder(root)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   splits = {}
   for split in ('train', 'test'):
@@ -182,11 +202,15 @@ def _load_folder(root: str) -> dict[str, Split]:
   return splits
 
 
-def _load_tarball(path: str) -> dict[str, Split]:
-  """Reads the official python-pickle release (data_batch_1..5, test_batch)."""
+def _check_tarball(path: str) -> None:
   if not os.path.isfile(path):
     raise DataNotFoundError(
         f'config.data.dir={path!r} is not a file. {_HOW_TO_SET}')
+
+
+def _load_tarball(path: str) -> dict[str, Split]:
+  """Reads the official python-pickle release (data_batch_1..5, test_batch)."""
+  _check_tarball(path)
 
   def read(tar, member):
     batch = pickle.load(tar.extractfile(member), encoding='bytes')
@@ -241,6 +265,24 @@ def split_train_val(train: Split, num_val: int, seed: int):
   val_idx, train_idx = np.sort(perm[:num_val]), np.sort(perm[num_val:])
   return (Split(train.images[train_idx], train.labels[train_idx]),
           Split(train.images[val_idx], train.labels[val_idx]))
+
+
+def ensure_available(data_config) -> None:
+  """Raises now, before anything costly, where there is no data to read.
+
+  Before launch.py times XLA:CPU's flags (:func:`bonnkd.xla_cpu_flags.choose`,
+  minutes of compilation): the folder's ``train`` and ``test`` folders or
+  the tarball exist, and tfds's cifar10 is prepared in its data_dir,
+  downloaded now if it is not, as ``tfds.load`` would (offline, tfds retried
+  for 3.4 minutes before it gave up on a development machine). A damaged
+  file is found later, by :func:`load_splits`, which reads every one.
+
+  Raises:
+    DataNotFoundError: as :func:`load_splits` would, with the keys to set.
+  """
+  check = {'tfds': _prepare_tfds, 'folder': _check_folder,
+           'tarball': _check_tarball}[data_config.source]
+  check(data_config.dir)
 
 
 def load_splits(data_config) -> dict[str, Split]:

@@ -12,7 +12,8 @@ measures instead:
 1. the choice cached for this machine (:func:`bonnkd.machine.key`) and this
    model, batch and dtype (:func:`model_key`), if there is one;
 2. else, for a run of at least ``MIN_STEPS`` steps (a shorter one would not
-   earn back the measurement, ~2 compilations), one child process per
+   earn back the measurement, ~2 compilations) whose data is there
+   (:func:`bonnkd.input_pipeline.ensure_available`), one child process per
    candidate in ``AUTO_CANDIDATES`` times the config's train step
    (:func:`bonnkd.step_timing.step_timer`) -- XLA reads ``XLA_FLAGS`` once,
    when its backend starts, so each flag set needs a process of its own --
@@ -41,6 +42,7 @@ from absl import logging
 
 from bonnkd import config_lib
 from bonnkd import errors
+from bonnkd import input_pipeline
 from bonnkd import machine
 from bonnkd import run_dir
 
@@ -106,10 +108,8 @@ def estimated_steps(config) -> int:
   return config_lib.num_train_steps(config, num_train)
 
 
-def _missing_input(config) -> str | None:
-  """A data path or teacher run the run will not find, before timing for it."""
-  if config.data.source != 'tfds' and not os.path.exists(config.data.dir):
-    return f'no config.data.dir={config.data.dir!r}'
+def _missing_teacher(config) -> str | None:
+  """A teacher run the run will not find, before timing for it."""
   teacher = config.kd.teacher_workdir
   if config.kd.enabled and not os.path.isfile(
       os.path.join(teacher, run_dir.CONFIG_FILE)):
@@ -180,8 +180,14 @@ def choose(config, candidates=AUTO_CANDIDATES, measure: bool = True,
            check_inputs: bool = True) -> Choice:
   """The flags for ``config`` on this machine: cached, measured or default.
 
-  ``check_inputs``: measure nothing for a run that will stop at once on its
-  missing data or teacher (a plan times a student before its teacher runs).
+  ``check_inputs``: before timing, raise the run's own error where its data
+  is missing (tfds downloads it here, as the run would), and measure
+  nothing for a run that will stop at once on its missing teacher. False
+  for a plan, which times a student before its teacher runs.
+
+  Raises:
+    input_pipeline.DataNotFoundError: with ``check_inputs``, no data in
+      ``config.data`` (:func:`bonnkd.input_pipeline.ensure_available`).
   """
   cache = machine.read_cache(_CACHE_NAME)
   mkey, key = machine.key(), model_key(config)
@@ -192,9 +198,10 @@ def choose(config, candidates=AUTO_CANDIDATES, measure: bool = True,
     return Choice('default', 'not measured')
   if estimated_steps(config) < MIN_STEPS:
     return Choice('default', 'short run')
-  missing = check_inputs and _missing_input(config)
-  if missing:  # The run stops on it with its own error; measure nothing.
-    return Choice('default', f'not measured: {missing}')
+  if check_inputs:
+    input_pipeline.ensure_available(config.data)
+    if missing := _missing_teacher(config):  # The run stops on its own error.
+      return Choice('default', f'not measured: {missing}')
   rates = {}
   for name in candidates:
     result = time_in_child(CANDIDATES[name], config)
@@ -219,7 +226,8 @@ def apply(config, mode: str, measure: bool = True) -> Choice:
   processes, which would time each other) takes a cached choice or none.
 
   Raises:
-    errors.UserError: ``mode`` is neither.
+    errors.UserError: ``mode`` is neither, or (auto) the run's data is
+      missing (:func:`choose`).
   """
   if mode == 'auto':
     choice = choose(config, measure=measure)

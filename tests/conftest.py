@@ -180,3 +180,17 @@ def start_launch(workdir, data, *extra):
   return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True,
                           env=dict(os.environ, JAX_PLATFORMS='cpu'))
+
+
+def offline_download(monkeypatch):
+  """Makes every tfds download fail as it does offline; returns the calls."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  calls = []
+
+  def download_and_prepare(builder, *args, **kwargs):
+    calls.append(builder.name)
+    raise ConnectionError('Failed to establish a new connection')
+
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare',
+                      download_and_prepare)
+  return calls

@@ -15,10 +15,10 @@ from bonnkd import errors
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(*args):
+def run(*args, **env):
   return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True,
                         text=True, timeout=300, check=False,
-                        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+                        env=dict(os.environ, JAX_PLATFORMS='cpu', **env))
 
 
 def assert_one_line_error(result, *fragments):
@@ -35,11 +35,18 @@ def smoke(workdir, *extra, config='configs/phase1_bonn_wrn.py:smoke'):
 
 
 def test_missing_data(tmp_path):
+  # A schedule long enough for --xla_cpu_flags=auto to time the step: the
+  # data error comes before any timing, and nothing is cached.
   result = run(*smoke(tmp_path / 'run', '--config.data.source=folder',
-                      f'--config.data.dir={tmp_path / "nothing"}'))
+                      f'--config.data.dir={tmp_path / "nothing"}',
+                      '--config.data.train_limit=-1', '--config.num_epochs=8',
+                      '--xla_cpu_flags=auto'),
+               BONNKD_CACHE_DIR=str(tmp_path / 'cache'))
   assert_one_line_error(result, 'config.data.dir=', 'nothing',
                         '--config.data.source=folder')
+  assert 'XLA:CPU flags' not in result.stderr
   assert not os.path.exists(tmp_path / 'run')
+  assert not os.path.exists(tmp_path / 'cache' / 'xla_cpu_flags.json')
 
 
 def test_unknown_preset(tmp_path):

@@ -9,6 +9,7 @@ from bonnkd import input_pipeline
 from bonnkd import prepare_tfds
 from bonnkd.input_pipeline import Split
 from tests.conftest import data_config
+from tests.conftest import offline_download
 from tests.conftest import write_cifar_binary_archive
 from tests.conftest import write_image_folder
 
@@ -37,13 +38,25 @@ def test_image_folder_labels_follow_sorted_class_names(tmp_path):
                                  for i in range(3)])
 
 
-def test_missing_data_names_the_config_keys(tmp_path):
+@pytest.mark.parametrize('check', [input_pipeline.load_splits,
+                                   input_pipeline.ensure_available])
+def test_missing_data_names_the_config_keys(tmp_path, check):
+  # ensure_available is the cheap check launch.py runs before timing.
   with pytest.raises(input_pipeline.DataNotFoundError,
                      match='config.data.source.*config.data.dir'):
-    input_pipeline.load_splits(data_config('folder', tmp_path / 'nothing'))
+    check(data_config('folder', tmp_path / 'nothing'))
   with pytest.raises(input_pipeline.DataNotFoundError,
                      match='config.data.dir'):
-    input_pipeline.load_splits(data_config('tarball', tmp_path / 'x.tar.gz'))
+    check(data_config('tarball', tmp_path / 'x.tar.gz'))
+
+
+def test_ensure_available_downloads_what_tfds_has_not_prepared(
+    tmp_path, monkeypatch):
+  calls = offline_download(monkeypatch)
+  with pytest.raises(input_pipeline.DataNotFoundError,
+                     match='ConnectionError.*config.data.source'):
+    input_pipeline.ensure_available(data_config('tfds', tmp_path))
+  assert calls == ['cifar10']
 
 
 def test_tfds_without_network_raises_one_clear_error(tmp_path, monkeypatch):
@@ -117,7 +130,8 @@ def test_real_image_folder(real_cifar_dir):
                                 [1000] * 10)
 
 
-def test_tfds_prepared_offline_by_its_own_builder(tmp_path, cifar_tarball):
+def test_tfds_prepared_offline_by_its_own_builder(tmp_path, cifar_tarball,
+                                                  monkeypatch):
   # The official binary archive; tfds's cifar10 builder prepares it with only
   # its download replaced (bonnkd.prepare_tfds, as the README says).
   _, (train_x, train_y), (test_x, test_y) = cifar_tarball
@@ -126,6 +140,10 @@ def test_tfds_prepared_offline_by_its_own_builder(tmp_path, cifar_tarball):
   data_dir = tmp_path / 'tfds'
   assert prepare_tfds.main(['--archive', str(archive),
                             '--data_dir', str(data_dir)]) == 0
+  # Prepared: the cheap check downloads nothing.
+  calls = offline_download(monkeypatch)
+  input_pipeline.ensure_available(data_config('tfds', data_dir))
+  assert not calls
   splits = input_pipeline.load_splits(data_config('tfds', data_dir, 100))
   assert {k: len(v) for k, v in splits.items()} == {
       'train': 500, 'val': 100, 'test': 200}

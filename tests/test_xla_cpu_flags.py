@@ -7,8 +7,10 @@ import pytest
 
 from bonnkd import config_lib
 from bonnkd import errors
+from bonnkd import input_pipeline
 from bonnkd import machine
 from bonnkd import xla_cpu_flags
+from tests.conftest import offline_download
 from tests.conftest import start_launch
 
 SMOKE = 'configs/phase1_bonn_wrn.py:smoke'
@@ -79,19 +81,48 @@ def test_a_cached_choice_is_used_without_measuring(cache_dir, cifar_tarball,
   assert os.environ['XLA_FLAGS'] == xla_cpu_flags.CANDIDATES['no_ynn_conv']
 
 
-@pytest.mark.parametrize('change,how', [
-    # The smoke preset's own 256 images: 8 epochs x 8 steps.
-    ([('data.train_limit', 256)], 'short run'),
-    ([('data.dir', '/nonexistent/cifar.tar.gz')], 'not measured: no config.data.dir'),
-])
-def test_no_timing_for_a_short_run_or_missing_data(cache_dir, cifar_tarball,
-                                                   monkeypatch, change, how):
-  config = config_lib.override(long_smoke_config(cifar_tarball[0]), change)
+def test_no_timing_for_a_short_run(cache_dir, cifar_tarball, monkeypatch):
+  # The smoke preset's own 256 images: 8 epochs x 8 steps.
+  config = config_lib.override(long_smoke_config(cifar_tarball[0]),
+                               [('data.train_limit', 256)])
   monkeypatch.setattr(xla_cpu_flags, 'time_in_child', None)  # not called
   choice = xla_cpu_flags.apply(config, 'auto')
-  assert choice.name == 'default' and choice.how.startswith(how)
+  assert (choice.name, choice.how) == ('default', 'short run')
   assert 'XLA_FLAGS' not in os.environ
   assert not os.path.exists(cache_dir / 'xla_cpu_flags.json')
+
+
+@pytest.mark.parametrize('source', ['tarball', 'folder', 'tfds'])
+def test_missing_data_is_the_runs_own_error_before_any_timing(
+    cache_dir, cifar_tarball, monkeypatch, tmp_path, source):
+  # Offline, tfds retries its download for minutes: it does so before the
+  # timing's compilations, not after them.
+  config = config_lib.override(long_smoke_config(cifar_tarball[0]), [
+      ('data.source', source), ('data.dir', str(tmp_path / 'nothing'))])
+  downloads = offline_download(monkeypatch)
+  monkeypatch.setattr(xla_cpu_flags, 'time_in_child', None)  # not called
+  with pytest.raises(input_pipeline.DataNotFoundError,
+                     match='config.data.dir'):
+    xla_cpu_flags.apply(config, 'auto')
+  assert downloads == (['cifar10'] if source == 'tfds' else [])
+  assert 'XLA_FLAGS' not in os.environ
+  assert not os.path.exists(cache_dir / 'xla_cpu_flags.json')
+
+
+def test_tfds_downloads_before_the_timing(cache_dir, cifar_tarball,
+                                          monkeypatch, tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  config = config_lib.override(long_smoke_config(cifar_tarball[0]), [
+      ('data.source', 'tfds'), ('data.dir', str(tmp_path / 'tfds'))])
+  events = []
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare',
+                      lambda builder: events.append('download'))
+  monkeypatch.setattr(
+      xla_cpu_flags, 'time_in_child', lambda flags, config: events.append(
+          'timing') or {'backend': 'cpu', 'images_per_sec': 100.0})
+  xla_cpu_flags.apply(config, 'auto')
+  assert events == ['download'] + ['timing'] * len(
+      xla_cpu_flags.AUTO_CANDIDATES)
 
 
 def test_a_plan_times_a_run_whose_inputs_are_not_there_yet(
