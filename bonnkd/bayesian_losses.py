@@ -25,6 +25,10 @@ Readings chosen here (the sources reach us as extracted text):
   modulation negative, the target ``w sign(k)`` has the opposite sign of
   ``k`` and the term pulls that channel's latent weights toward zero
   (``results/bonn/README.md`` measures both effects on a trained WRN).
+  As in BONN, the term's gradient reaches both ``k`` and ``w``;
+  ``config.bonn.kernel_loss_trains_modulation=False`` (not BONN's) holds
+  ``w`` constant in it (``stop_gradient``), so that the term shapes the
+  latent kernel only and the modulation follows the task loss alone.
 * **The two-mode prior.** Per kernel (one (i, n) pair, its kh x kw
   entries): ``mu+`` the mean of its positive entries, ``mu-`` the mean
   magnitude of its negative ones, ``Psi = psi I`` with ``psi`` the variance
@@ -69,19 +73,24 @@ def _mode_statistics(kernel: jax.Array):
   return mu_pos, mu_neg, psi
 
 
-def kernel_loss(kernel: jax.Array, scale: jax.Array, nu: float):
+def kernel_loss(kernel: jax.Array, scale: jax.Array, nu: float,
+                train_scale: bool = True):
   """BONN's kernel loss of one 1-bit conv layer, without lambda.
 
   Args:
     kernel: the latent kernel, (kh, kw, C_in, C_out).
     scale: the modulation vector ``w``, (C_out,).
     nu: weight of the Gaussian-mixture prior.
+    train_scale: whether the loss has a gradient on ``scale`` (BONN's);
+      False holds it constant.
 
   Returns:
     (loss, {'reconstruction', 'prior', 'log_det'}): loss =
     1/2 (reconstruction + nu (prior + log_det)), each summed over the
     layer's kernels.
   """
+  if not train_scale:
+    scale = jax.lax.stop_gradient(scale)
   reconstruction = jnp.sum((kernel - scale * jnp.sign(kernel)) ** 2)
   mu_pos, mu_neg, psi = _mode_statistics(kernel)
   deviation = jnp.where(kernel > 0, kernel - mu_pos, kernel + mu_neg)
@@ -92,17 +101,20 @@ def kernel_loss(kernel: jax.Array, scale: jax.Array, nu: float):
                 'log_det': log_det}
 
 
-def network_kernel_loss(params, nu: float) -> jax.Array:
+def network_kernel_loss(params, nu: float,
+                        train_modulation: bool = True) -> jax.Array:
   """The kernel loss summed over every layer with a modulation vector.
 
   Those are the 1-bit convs of ``weight_scale='modulation'`` (BONN's
   setting): each holds ``kernel`` and ``modulation`` side by side.
+  ``train_modulation=False`` gives the loss no gradient on the modulations.
   """
   total = jnp.zeros((), jnp.float32)
   def visit(tree):
     nonlocal total
     if 'modulation' in tree and 'kernel' in tree:
-      total = total + kernel_loss(tree['kernel'], tree['modulation'], nu)[0]
+      total = total + kernel_loss(tree['kernel'], tree['modulation'], nu,
+                                  train_modulation)[0]
     for value in tree.values():
       if isinstance(value, dict):
         visit(value)

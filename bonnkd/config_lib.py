@@ -118,6 +118,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.bonn.kernel_weight = 0.0
   config.bonn.feature_weight = 0.0
   config.bonn.nu = 1e-4
+  # Whether the kernel loss's reconstruction term trains the modulation
+  # vectors too (BONN's); False: the latent kernels only.
+  config.bonn.kernel_loss_trains_modulation = True
   # Momentum of the running class centres and variances (feature loss).
   config.bonn.feature_momentum = 0.9
 
@@ -367,6 +370,9 @@ def validate(config, num_devices: int = 1) -> None:
   check(b.nu >= 0, 'bonn.nu', b.nu, 'a weight >= 0')
   check(0 <= b.feature_momentum < 1, 'bonn.feature_momentum',
         b.feature_momentum, 'a float in [0, 1)')
+  trains = b.get('kernel_loss_trains_modulation', True)
+  check(isinstance(trains, bool), 'bonn.kernel_loss_trains_modulation',
+        trains, 'True or False')
   if b.kernel_weight > 0:
     m = config.model
     check(m.get('weight_scale') == 'modulation' and m.get('binarize', 'none')

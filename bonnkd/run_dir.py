@@ -53,6 +53,7 @@ ADDED_LATER = {
     'bonn.feature_weight': 0.0,
     'bonn.nu': 1e-4,
     'bonn.feature_momentum': 0.9,
+    'bonn.kernel_loss_trains_modulation': True,
     # A ResNet had no binarization fields: it was full precision.
     'model.binarize': 'none',
     'model.binarize_what': 'both',

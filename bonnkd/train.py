@@ -118,8 +118,9 @@ def train_step(state: TrainState, images, labels, teacher_variables=None, *,
                                  config.kd.alpha, config.kd.temperature,
                                  config.optim.label_smoothing)
     if kernel_weight:
-      aux['kernel_loss'] = bayesian_losses.network_kernel_loss(params,
-                                                               bonn['nu'])
+      aux['kernel_loss'] = bayesian_losses.network_kernel_loss(
+          params, bonn['nu'],
+          bonn.get('kernel_loss_trains_modulation', True))
       loss += kernel_weight * aux['kernel_loss']
     if feature_loss:
       aux['features'] = updates.pop('intermediates')['features'][0]

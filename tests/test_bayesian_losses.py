@@ -77,6 +77,27 @@ def test_kernel_gradient_pulls_weights_to_their_modes():
                   (s,), order=2, modes=('fwd', 'rev'), atol=1e-2, rtol=1e-2)
 
 
+def test_kernel_loss_held_off_the_modulation():
+  # train_scale=False: the same loss and kernel gradient, none on the scale.
+  k, s, nu = tiny_kernel(3), np.array([0.2, 0.9, 1.4], np.float32), 0.25
+  def loss(train_scale):
+    return lambda k, s: bayesian_losses.kernel_loss(k, s, nu, train_scale)[0]
+  (dk, ds), (dk_held, ds_held) = (jax.grad(loss(t), (0, 1))(k, s)
+                                  for t in (True, False))
+  np.testing.assert_allclose(loss(False)(k, s), loss(True)(k, s))
+  np.testing.assert_array_equal(dk_held, dk)
+  assert np.all(np.abs(ds) > 0.1)
+  np.testing.assert_array_equal(ds_held, 0.0)
+  # Through a network's parameters: every modulation, however deep.
+  params = {'a': {'kernel': k, 'modulation': s},
+            'b': {'c': {'kernel': 2 * k, 'modulation': s}, 'bias': s}}
+  grads = jax.grad(bayesian_losses.network_kernel_loss)(params, nu, False)
+  np.testing.assert_array_equal(grads['a']['modulation'], 0.0)
+  np.testing.assert_array_equal(grads['b']['c']['modulation'], 0.0)
+  np.testing.assert_array_equal(grads['a']['kernel'], dk)
+  np.testing.assert_array_equal(grads['b']['bias'], 0.0)
+
+
 def test_feature_loss_matches_numpy_and_its_gradient_checks():
   rng = np.random.default_rng(3)
   f = rng.normal(size=(6, 4)).astype(np.float32)

@@ -64,6 +64,24 @@ def test_kernel_loss_is_added_with_its_weight(cifar_tarball):
       with_loss.params['group1_block0']['conv1']['kernel'])
 
 
+def test_kernel_loss_held_off_the_modulation_leaves_it_to_the_task(
+    cifar_tarball):
+  # A block's conv1 feeds a BatchNorm, which undoes any per-channel scale:
+  # the cross-entropy gives its modulation no gradient, so in plain training
+  # it stays where it started. The kernel loss moves it toward mean |k|
+  # (lambda large here so that six steps show it), unless it is held off.
+  def conv1_modulations(**bonn):
+    state, _ = steps(tiny_config(cifar_tarball[0], **W1A1, **bonn), n=6)
+    return np.concatenate([state.params[block]['conv1']['modulation']
+                     for block in ('group0_block0', 'group1_block0')])
+  plain = conv1_modulations()
+  trained = conv1_modulations(**{'bonn.kernel_weight': 10.0})
+  held = conv1_modulations(**{'bonn.kernel_weight': 10.0,
+                              'bonn.kernel_loss_trains_modulation': False})
+  assert np.max(np.abs(trained - plain)) > 1e-4
+  np.testing.assert_allclose(held, plain, rtol=0, atol=1e-7)
+
+
 def test_feature_statistics_follow_the_batches(cifar_tarball):
   config = tiny_config(cifar_tarball[0], **W1A1,
                        **{'bonn.feature_weight': 1e-2})

@@ -257,6 +257,8 @@ def test_a_run_older_than_a_config_key_continues_under_its_old_value(
   run_dir.check_same_run(str(tmp_path), config)
   for change, message in [
       ('bonn.kernel_weight=0.0001', 'bonn.kernel_weight: 0.0 there, 0.0001'),
+      ('bonn.kernel_loss_trains_modulation=False',
+       'bonn.kernel_loss_trains_modulation: True there, False here'),
       ('model.binarize=inner', "model.binarize: 'none' there, 'inner'")]:
     with pytest.raises(errors.ConfigError, match=message):
       run_dir.check_same_run(str(tmp_path),

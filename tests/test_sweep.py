@@ -204,6 +204,29 @@ def test_bonn_plan_is_the_issues_ablation(stage, tmp_path):
   assert layouts.pop()[2:4] == ('inner', 'both')
 
 
+def test_bonn_selection_reads_val_only_and_varies_one_thing(tmp_path):
+  runs = sweep.load_plan(os.path.join(ROOT, 'configs', 'plans', 'bonn.py'),
+                         'cpu_select')
+  configs = {r.name: sweep._config_of(r, str(tmp_path)) for r in runs}  # pylint: disable=protected-access
+  assert not any(c.eval_test for c in configs.values())  # Val only.
+  grid = {name: (c.bonn.kernel_weight, c.bonn.feature_weight,
+                 c.bonn.kernel_loss_trains_modulation)
+          for name, c in configs.items()}
+  decades = (1e-4, 1e-3, 1e-2)
+  assert grid == {
+      'select_plain': (0.0, 0.0, True),
+      **{f'select_kernel{w:g}': (w, 0.0, True) for w in decades},
+      **{f'select_feature{w:g}': (0.0, w, True) for w in decades},
+      **{f'select_kernel_latent{w:g}': (w, 0.0, False) for w in decades}}
+  # The first seven came first (results/bonn/select/): their order stays.
+  assert [r.name for r in runs][:7] == [
+      'select_plain', 'select_kernel0.0001', 'select_kernel0.001',
+      'select_kernel0.01', 'select_feature0.0001', 'select_feature0.001',
+      'select_feature0.01']
+  assert len({(c.model.depth, c.model.width, c.num_epochs)
+              for c in configs.values()}) == 1
+
+
 def test_table1_plan_is_the_seeds_models():
   runs = {r.name: r for r in sweep.load_plan(
       os.path.join(ROOT, 'configs', 'plans', 'table1.py'))}
