@@ -73,7 +73,7 @@ def test_kernel_loss_held_off_the_modulation_leaves_it_to_the_task(
   def conv1_modulations(**bonn):
     state, _ = steps(tiny_config(cifar_tarball[0], **W1A1, **bonn), n=6)
     return np.concatenate([state.params[block]['conv1']['modulation']
-                     for block in ('group0_block0', 'group1_block0')])
+                           for block in ('group0_block0', 'group1_block0')])
   plain = conv1_modulations()
   trained = conv1_modulations(**{'bonn.kernel_weight': 10.0})
   held = conv1_modulations(**{'bonn.kernel_weight': 10.0,
