@@ -20,7 +20,9 @@ Presets (``configs/phase1_bonn_wrn.py:<preset>``):
   ``configs/plans/table1.py``.
 * bonn_cpu -- the same recipe at the largest W1A1 WRN that trains >= 8
   epochs within an hour on 2 CPU cores (WRN-16-3, 1.55M parameters), 8
-  epochs: the CPU stage of ``configs/plans/bonn.py``.
+  epochs: the CPU stage of ``configs/plans/bonn.py``. Measured, seeds 0
+  and 1: 51.97% and 51.87% test (lambda = theta = 1e-4; 57.85-58.27%
+  without the losses), 115 and 81 minutes on family-25 EPYCs.
 * smoke -- a tiny WRN on a few hundred images, for tests (< 1 minute).
 
 Command (offline copy of CIFAR-10)::
