@@ -9,7 +9,7 @@ TPU pod or under SLURM, where JAX finds the cluster itself; elsewhere also
 
 On a CPU, ``--xla_cpu_flags=auto`` (the default, or ``$BONNKD_XLA_CPU_FLAGS``)
 sets the XLA:CPU flags that time fastest for this config on this machine,
-measured once and cached (``bonnkd.xla_cpu_flags``); ``--xla_cpu_flags=default``
+measured once and cached (``bonnkd.cpu.xla_cpu_flags``); ``--xla_cpu_flags=default``
 keeps XLA's own.
 
 A mistake in the input (config value, preset, data path, teacher run) prints
@@ -26,9 +26,9 @@ import jax
 from ml_collections import config_flags
 
 from bonnkd import errors
-from bonnkd import sharding
 from bonnkd import train
-from bonnkd import xla_cpu_flags
+from bonnkd.cpu import xla_cpu_flags
+from bonnkd.training import sharding
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.',
                                required=True)
@@ -49,8 +49,8 @@ _PROCESS_ID = flags.DEFINE_integer(
 _XLA_CPU_FLAGS = flags.DEFINE_string(
     'xla_cpu_flags', xla_cpu_flags.default_mode(),
     'auto: the XLA:CPU flags measured fastest for this config on this machine '
-    '(cached; a run of under bonnkd.xla_cpu_flags.MIN_STEPS steps keeps '
-    "XLA's); or a name in bonnkd.xla_cpu_flags.CANDIDATES, e.g. default. "
+    '(cached; a run of under bonnkd.cpu.xla_cpu_flags.MIN_STEPS steps keeps '
+    "XLA's); or a name in bonnkd.cpu.xla_cpu_flags.CANDIDATES, e.g. default. "
     f'Default: ${xla_cpu_flags.MODE_ENV}, else auto.')
 
 

@@ -1,6 +1,6 @@
 """Forward + backward time of one convolution, per lowering, per shape.
 
-The table behind ``conv_impl='auto'`` (``bonnkd/layers.py``): for the conv
+The table behind ``conv_impl='auto'`` (``bonnkd/binary/layers.py``): for the conv
 shapes of the CIFAR WRNs, time ``jax.grad`` of a conv through
 ``lax.conv_general_dilated`` ('native') and through one GEMM over shifted
 windows ('im2col'), back to back in one process, and print the speed-up.
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bonnkd import layers
+from bonnkd.binary import layers
 
 # (spatial size, C_in, C_out, stride) of WRN-16-k convs, k = 1, 2, 4.
 SHAPES = [
@@ -34,17 +34,19 @@ def seconds_per_call(fn, *args, repeats: int) -> float:
   return (time.perf_counter() - start) / repeats
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batch', type=int, default=128)
   parser.add_argument('--repeats', type=int, default=5)
-  args = parser.parse_args()
+  parser.add_argument('--shapes', type=int, default=len(SHAPES),
+                      help='time the first N shapes only')
+  args = parser.parse_args(argv)
   print(f'backend={jax.default_backend()} devices={jax.devices()} '
         f'batch={args.batch}')
   print(f'{"HxW":>6} {"Cin":>4} {"Cout":>4} {"s":>2} {"native ms":>10} '
         f'{"im2col ms":>10} {"speed-up":>8} {"GFLOP/s":>8}  auto')
   rng = np.random.default_rng(0)
-  for size, cin, cout, stride in SHAPES:
+  for size, cin, cout, stride in SHAPES[:args.shapes]:
     x = jnp.asarray(rng.normal(size=(args.batch, size, size, cin)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(3, 3, cin, cout)) * 0.1, jnp.float32)
     times = {}
@@ -55,8 +57,9 @@ def main():
       times[impl] = seconds_per_call(grad, x, w, repeats=args.repeats)
     out = size // stride
     flops = 3 * 2 * args.batch * out * out * 9 * cin * cout
-    auto = 'im2col' if layers._use_im2col(x.shape, w.shape, 'auto') else (  # pylint: disable=protected-access
-        'native')
+    use_im2col = layers._use_im2col(  # pylint: disable=protected-access
+        x.shape, w.shape, (stride, stride), 'auto')
+    auto = 'im2col' if use_im2col else 'native'
     best = min(times.values())
     print(f'{size:>4}^2 {cin:>4} {cout:>4} {stride:>2} '
           f'{times["native"] * 1e3:>10.1f} {times["im2col"] * 1e3:>10.1f} '

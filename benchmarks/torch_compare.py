@@ -21,8 +21,10 @@ import time
 import jax
 import numpy as np
 
-from bonnkd import config_lib
-from bonnkd import step_timing
+from bonnkd.config import files
+from bonnkd.config import overrides
+from bonnkd.cpu import step_timing
+from bonnkd.data import augment
 
 # name -> (config file:preset, overrides). The WRNs pin depth and width: the
 # ``cpu`` preset's model moves when it is re-chosen (WRN-16-1, then WRN-10-2).
@@ -139,8 +141,8 @@ def torch_images_per_sec(config, steps: int, rounds: int, warmup: int = 2):
       [{'params': decay, 'weight_decay': o.weight_decay},
        {'params': rest, 'weight_decay': 0.0}],
       lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
-  mean = torch.tensor((125.307, 122.950, 113.865)).view(1, 3, 1, 1)
-  std = torch.tensor((62.993, 62.089, 66.705)).view(1, 3, 1, 1)
+  mean = torch.tensor(augment.CIFAR10_MEAN).view(1, 3, 1, 1)
+  std = torch.tensor(augment.CIFAR10_STD).view(1, 3, 1, 1)
   b, pad = config.batch_size, config.data.crop_padding
   rng = np.random.default_rng(0)
   images = torch.from_numpy(rng.integers(0, 256, (b, 3, 32, 32), np.uint8))
@@ -184,7 +186,7 @@ def bonnkd_images_per_sec(config, steps: int, rounds: int):
     yield measure(steps)
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--model', default=','.join(MODELS))
   parser.add_argument('--steps', type=int, default=5)
@@ -194,7 +196,7 @@ def main():
   parser.add_argument('--set', action='append', default=[],
                       help='override for every model, e.g. --set '
                       'model.conv_impl=native')
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   import torch  # pylint: disable=g-import-not-at-top
   if args.threads:
     torch.set_num_threads(args.threads)
@@ -205,8 +207,8 @@ def main():
   print(f'{"model":<14} {"bonnkd img/s":>13} {"PyTorch img/s":>14} '
         f'{"bonnkd/PyTorch":>15}')
   for name in args.model.split(','):
-    spec, overrides = MODELS[name]
-    config = config_lib.override(config_lib.load(spec), overrides + args.set)
+    spec, items = MODELS[name]
+    config = overrides.override(files.load(spec), items + args.set)
     ours = bonnkd_images_per_sec(config, args.steps, args.rounds)
     theirs = torch_images_per_sec(config, args.steps, args.rounds)
     a, b = [], []

@@ -20,18 +20,18 @@ import argparse
 import jax
 import numpy as np
 
-from bonnkd import config_lib
 from bonnkd import models
-from bonnkd import step_timing
-from bonnkd import teacher as teacher_lib
+from bonnkd.config import files
+from bonnkd.config import overrides
+from bonnkd.cpu import step_timing
+from bonnkd.training import teacher as teacher_lib
 
 
 def random_teacher(teacher_config, impl: str):
   """A teacher with the model of ``teacher_config`` and random weights."""
   model_config = teacher_config.model.copy_and_resolve_references()
   model_config.conv_impl = impl
-  model = models.create_model(model_config,
-                              dtype=teacher_config.get('dtype', 'float32'))
+  model = models.create_model(model_config, dtype=teacher_config.dtype)
   variables = model.init(jax.random.key(2), np.zeros((1, 32, 32, 3), np.float32))
   return teacher_lib.Teacher(model=model, variables=variables,
                              config=teacher_config, step=0)
@@ -40,13 +40,13 @@ def random_teacher(teacher_config, impl: str):
 def images_per_sec(config, impl: str, steps: int, warmup: int = 2,
                    teacher_config=None) -> float:
   """Images/s of the jitted train step with the conv lowering ``impl``."""
-  config = config_lib.override(config, [('model.conv_impl', impl)])
+  config = overrides.override(config, [('model.conv_impl', impl)])
   teacher = (random_teacher(teacher_config, impl) if teacher_config
              else None)
   return step_timing.step_timer(config, teacher, warmup)(steps)
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--config', required=True)
   parser.add_argument('--impl', default='native,auto')
@@ -55,12 +55,12 @@ def main():
                       help='time a distillation step with this teacher')
   parser.add_argument('--set', action='append', default=[],
                       help='override, e.g. --set model.width=4')
-  args = parser.parse_args()
-  config = config_lib.override(config_lib.load(args.config), args.set)
+  args = parser.parse_args(argv)
+  config = overrides.override(files.load(args.config), args.set)
   print(f'backend={jax.default_backend()} devices={jax.device_count()} '
         f'model={dict(config.model)} batch={config.batch_size} '
         f'teacher={args.teacher_config or None}')
-  teacher_config = (config_lib.load(args.teacher_config)
+  teacher_config = (files.load(args.teacher_config)
                     if args.teacher_config else None)
   results = {impl: images_per_sec(config, impl, args.steps,
                                   teacher_config=teacher_config)

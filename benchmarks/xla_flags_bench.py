@@ -5,12 +5,12 @@
       --candidates default,ynn_eltwise_reduce --rounds 3 --steps 4
 
 XLA reads ``XLA_FLAGS`` once per process, so every candidate runs the real
-jitted train step (``bonnkd.step_timing.step_timer``, ``conv_impl='auto'``,
+jitted train step (``bonnkd.cpu.step_timing.step_timer``, ``conv_impl='auto'``,
 the lowering tuned per flag set since the flags are part of the autotune's
-key) in a child process of its own (``bonnkd.xla_cpu_flags.time_in_child``);
+key) in a child process of its own (``bonnkd.cpu.xla_cpu_flags.time_in_child``);
 rounds alternate between the candidates so a noisy machine slows them alike,
 and the median of the rounds is reported with the ratio to the first
-candidate. The candidates (``bonnkd.xla_cpu_flags.CANDIDATES``) are XLA:CPU's
+candidate. The candidates (``bonnkd.cpu.xla_cpu_flags.CANDIDATES``) are XLA:CPU's
 own switches for the libraries it can hand operations to (YNNPACK, XNNPACK,
 oneDNN) and its scheduler; which of them pays differs between CPUs and jax
 versions. ``launch.py`` measures the few in ``AUTO_CANDIDATES`` itself at
@@ -21,13 +21,14 @@ figure.
 import argparse
 import statistics
 
-from bonnkd import config_lib
-from bonnkd import xla_cpu_flags
+from bonnkd.config import files
+from bonnkd.config import overrides
+from bonnkd.cpu import xla_cpu_flags
 
 CANDIDATES = xla_cpu_flags.CANDIDATES
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--config', required=True)
   parser.add_argument('--candidates', default=','.join(CANDIDATES),
@@ -36,8 +37,8 @@ def main():
   parser.add_argument('--rounds', type=int, default=2)
   parser.add_argument('--set', action='append', default=[],
                       help='config override, e.g. --set model.width=4')
-  args = parser.parse_args()
-  config = config_lib.override(config_lib.load(args.config), args.set)
+  args = parser.parse_args(argv)
+  config = overrides.override(files.load(args.config), args.set)
   names = args.candidates.split(',')
   unknown = sorted(set(names) - set(CANDIDATES))
   if unknown:

@@ -34,10 +34,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bonnkd import config_lib
 from bonnkd import errors
-from bonnkd import layers
-from bonnkd import quantizers
+from bonnkd.binary import layers
+from bonnkd.binary import quantizers
+from bonnkd.config import validation
 
 __all__ = [
     'BINARIZE_MODES',
@@ -140,10 +140,10 @@ class WideResNet(nn.Module):
     num_classes: size of the classifier.
     binarize: one of :data:`BINARIZE_MODES`.
     binarize_what: one of :data:`BINARIZE_WHAT`.
-    quantizer: name in :data:`bonnkd.quantizers.QUANTIZERS`.
-    weight_scale: one of :data:`bonnkd.layers.WEIGHT_SCALES`.
+    quantizer: name in :data:`bonnkd.binary.quantizers.QUANTIZERS`.
+    weight_scale: one of :data:`bonnkd.binary.layers.WEIGHT_SCALES`.
     dropout_rate: dropout between the two convs of a block.
-    conv_impl: see :func:`bonnkd.layers.conv2d`.
+    conv_impl: see :func:`bonnkd.binary.layers.conv2d`.
     dtype: dtype of activations and convolutions ('float32' or 'bfloat16');
       parameters, BatchNorm statistics and the logits stay float32.
   """
@@ -244,7 +244,7 @@ class ResNet(nn.Module):
     num_classes: size of the classifier.
     binarize, binarize_what, quantizer, weight_scale: as
       :class:`WideResNet`'s.
-    conv_impl: see :func:`bonnkd.layers.conv2d`.
+    conv_impl: see :func:`bonnkd.binary.layers.conv2d`.
     dtype: as :class:`WideResNet`'s.
   """
 
@@ -304,18 +304,17 @@ _MODELS = {'wide_resnet': WideResNet, 'resnet': ResNet}
 
 
 def _validate_wide_resnet(depth, width, dropout_rate) -> None:
-  check = config_lib.check
-  check(isinstance(depth, int) and depth >= 10 and (depth - 4) % 6 == 0,
+  validation.check(isinstance(depth, int) and depth >= 10 and (depth - 4) % 6 == 0,
         'model.depth', depth,
         'an integer 6n + 4 with n >= 1 (10, 16, 22, 28, ...)')
-  check(isinstance(width, int) and width >= 1, 'model.width', width,
+  validation.check(isinstance(width, int) and width >= 1, 'model.width', width,
         'a positive integer')
-  check(0.0 <= dropout_rate < 1.0, 'model.dropout_rate', dropout_rate,
+  validation.check(0.0 <= dropout_rate < 1.0, 'model.dropout_rate', dropout_rate,
         'a float in [0, 1)')
 
 
 def _validate_resnet(stage_sizes, widths) -> None:
-  config_lib.check(
+  validation.check(
       len(stage_sizes) == len(widths) and len(widths) > 0
       and min(stage_sizes) > 0 and min(widths) > 0,
       'model.widths', (tuple(stage_sizes), tuple(widths)),
@@ -325,16 +324,15 @@ def _validate_resnet(stage_sizes, widths) -> None:
 def _validate_binarization(binarize, binarize_what, quantizer, weight_scale,
                            conv_impl) -> None:
   """The fields every model shares: which convs are 1-bit, and how."""
-  check = config_lib.check
-  check(binarize in BINARIZE_MODES, 'model.binarize', binarize,
+  validation.check(binarize in BINARIZE_MODES, 'model.binarize', binarize,
         f'one of {BINARIZE_MODES}')
-  check(binarize_what in BINARIZE_WHAT, 'model.binarize_what', binarize_what,
+  validation.check(binarize_what in BINARIZE_WHAT, 'model.binarize_what', binarize_what,
         f'one of {BINARIZE_WHAT}')
-  check(quantizer in quantizers.QUANTIZERS, 'model.quantizer', quantizer,
+  validation.check(quantizer in quantizers.QUANTIZERS, 'model.quantizer', quantizer,
         f'one of {sorted(quantizers.QUANTIZERS)}')
-  check(weight_scale in layers.WEIGHT_SCALES, 'model.weight_scale',
+  validation.check(weight_scale in layers.WEIGHT_SCALES, 'model.weight_scale',
         weight_scale, f'one of {layers.WEIGHT_SCALES}')
-  check(conv_impl in layers.CONV_IMPLS, 'model.conv_impl', conv_impl,
+  validation.check(conv_impl in layers.CONV_IMPLS, 'model.conv_impl', conv_impl,
         f'one of {layers.CONV_IMPLS}')
 
 
@@ -344,8 +342,8 @@ def validate_config(model_config, dtype: str = 'float32') -> None:
   The models run the same checks when they are built, so a model made in
   Python (``WideResNet(binarize='middle')``) fails the same way.
   """
-  config_lib.check(model_config.get('name') in _MODELS, 'model.name',
-                   model_config.get('name'), f'one of {sorted(_MODELS)}')
+  validation.check(model_config.get('name') in _MODELS, 'model.name',
+        model_config.get('name'), f'one of {sorted(_MODELS)}')
   create_model(model_config, dtype=dtype)
 
 
@@ -365,10 +363,10 @@ def create_model(model_config, num_classes: int = 10,
   Raises:
     errors.ConfigError: unknown model name or invalid field (named).
   """
-  config_lib.check(dtype in DTYPES, 'dtype', dtype, f'one of {sorted(DTYPES)}')
+  validation.check(dtype in DTYPES, 'dtype', dtype, f'one of {sorted(DTYPES)}')
   kwargs = dict(model_config, dtype=DTYPES[dtype])
   name = kwargs.pop('name')
-  config_lib.check(name in _MODELS, 'model.name', name,
+  validation.check(name in _MODELS, 'model.name', name,
                    f'one of {sorted(_MODELS)}')
   if 'stage_sizes' in kwargs:
     kwargs['stage_sizes'] = tuple(kwargs['stage_sizes'])
@@ -379,6 +377,17 @@ def create_model(model_config, num_classes: int = 10,
   except TypeError as e:  # A field the model does not have.
     raise errors.ConfigError(
         f'Invalid config.model for {name!r}: {e}.') from e
+
+
+def has_modulated_binary_weights(model_config) -> bool:
+  """Whether ``config.model`` has 1-bit weights with a learned modulation.
+
+  Those are the layers BONN's kernel loss regularises
+  (:func:`bonnkd.binary.bayesian_losses.network_kernel_loss`).
+  """
+  return (model_config.binarize != 'none'
+          and model_config.binarize_what in ('weights', 'both')
+          and model_config.weight_scale == 'modulation')
 
 
 def count_params(params) -> int:

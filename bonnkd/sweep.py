@@ -24,7 +24,7 @@ everything that reads runs (the report, inspect, a later sweep) reads these.
   (by its expected minutes), stops the running ones at M (they resume on
   the next call), and prints what is left.
 * ``--smoke`` runs every run at smoke size, its model's layout kept
-  (``config_lib.at_smoke_scale``): a plan checked end to end on a CPU in
+  (``smoke.at_smoke_scale``): a plan checked end to end on a CPU in
   minutes before it spends accelerator time.
 * At the end, a table of every run (status, test / val accuracy,
   parameters, minutes) is printed and written to ``DIR/summary.md``.
@@ -32,18 +32,20 @@ everything that reads runs (the report, inspect, a later sweep) reads these.
 
 import argparse
 import dataclasses
-import importlib.util
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
-from bonnkd import config_lib
 from bonnkd import errors
-from bonnkd import run_dir
-from bonnkd import xla_cpu_flags
+from bonnkd import fileio
+from bonnkd.config import files
+from bonnkd.config import overrides
+from bonnkd.config import smoke
+from bonnkd.cpu import xla_cpu_flags
+from bonnkd.run import run_dir
+from bonnkd.tools import tables
 
 __all__ = ['Run', 'load_plan', 'launch_command', 'time_xla_cpu_flags',
            'measured_minutes', 'run_plan']
@@ -81,13 +83,7 @@ def load_plan(path: str, arg: str = '') -> list[Run]:
     errors.UserError: no such file, a duplicate name, a dependency on a
       later or unknown run, or a run whose config or overrides are invalid.
   """
-  if not os.path.isfile(path):
-    raise errors.UserError(f'Plan {path!r} does not exist.')
-  spec = importlib.util.spec_from_file_location('plan', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, 'get_plan'):
-    raise errors.UserError(f'Plan {path!r} defines no get_plan().')
+  module = files.load_module(path, 'get_plan', 'Plan', errors.UserError)
   runs = list(module.get_plan(arg) if arg else module.get_plan())
   seen = set()
   for run in runs:
@@ -103,15 +99,15 @@ def load_plan(path: str, arg: str = '') -> list[Run]:
 
 def _config_of(run: Run, out: str, extra=()):
   overrides = [o.replace('{out}', out) for o in run.overrides]
-  return config_lib.override(config_lib.load(run.config),
+  return overrides.override(files.load(run.config),
                              [*overrides, f'seed={run.seed}', *extra])
 
 
 def smoke_overrides(run: Run, out: str, extra=()) -> list[str]:
   """The overrides that turn ``run`` into its smoke-size version."""
   config = _config_of(run, out, extra)
-  full = config_lib.flatten(config)
-  small = config_lib.flatten(config_lib.at_smoke_scale(config))
+  full = overrides.flatten(config)
+  small = overrides.flatten(smoke.at_smoke_scale(config))
   return [f'{k}={small[k]}' for k in sorted(small) if small[k] != full.get(k)]
 
 
@@ -129,7 +125,7 @@ def time_xla_cpu_flags(runs: list[Run], out: str,
   """Times XLA:CPU's flags for each model of ``runs``, one model at a time.
 
   Runs started side by side would time their candidates under each other's
-  load (``bonnkd.xla_cpu_flags``); timed here first, each run's ``launch.py``
+  load (``bonnkd.cpu.xla_cpu_flags``); timed here first, each run's ``launch.py``
   finds its choice cached. Nothing is timed unless launch.py's mode is auto.
 
   Returns:
@@ -180,7 +176,7 @@ def _measured_expectations(pending: list[Run], out: str,
 
 
 def _row(run: Run, out: str, status: str) -> dict:
-  final = run_dir.read_final(os.path.join(out, run.name)) or {}
+  final = run_dir.RunDir(os.path.join(out, run.name)).final() or {}
   return {'run': run.name, 'status': status,
           'test_accuracy': final.get('test_accuracy'),
           'val_accuracy': final.get('val_accuracy'),
@@ -215,7 +211,7 @@ def run_plan(runs: list[Run], out: str, budget_min: float | None = None,
   start = time.time()
   elapsed_min = lambda: (time.time() - start) / 60
   status = {r.name: 'done before' for r in runs
-            if run_dir.read_final(os.path.join(out, r.name))}
+            if run_dir.RunDir(os.path.join(out, r.name)).final()}
   pending = [r for r in runs if r.name not in status]
   running: dict[str, tuple[Run, subprocess.Popen]] = {}
   env = dict(os.environ)
@@ -229,8 +225,8 @@ def run_plan(runs: list[Run], out: str, budget_min: float | None = None,
     for name, (run, proc) in list(running.items()):
       if proc.poll() is not None:
         del running[name]
-        ok = proc.returncode == 0 and run_dir.read_final(
-            os.path.join(out, name))
+        ok = proc.returncode == 0 and run_dir.RunDir(
+            os.path.join(out, name)).final()
         status[name] = 'done' if ok else f'failed (exit {proc.returncode})'
         print(f'[{elapsed_min():6.1f} min] {name}: {status[name]}',
               flush=True)
@@ -271,10 +267,8 @@ def run_plan(runs: list[Run], out: str, budget_min: float | None = None,
   for run in pending:
     status.setdefault(run.name, 'left: does not fit the budget')
   rows = [_row(r, out, status[r.name]) for r in runs]
-  with open(os.path.join(out, 'summary.json'), 'w') as f:
-    json.dump(rows, f, indent=1)
-  with open(os.path.join(out, 'summary.md'), 'w') as f:
-    f.write(summary_table(rows))
+  fileio.write_json(os.path.join(out, 'summary.json'), rows, indent=1)
+  fileio.write_text(os.path.join(out, 'summary.md'), summary_table(rows))
   return rows
 
 
@@ -284,17 +278,15 @@ def summary_table(rows) -> str:
   def cell(value, fmt='{}'):
     return '' if value is None else fmt.format(value)
 
-  lines = ['| run | status | test acc % | val acc % | params | minutes '
-           '(expected) | seed |', '|' + ' --- |' * 7]
-  for r in rows:
-    lines.append(' | '.join([
-        f'| {r["run"]}', r['status'],
+  return tables.markdown(
+      ('run', 'status', 'test acc %', 'val acc %', 'params',
+       'minutes (expected)', 'seed'),
+      [(r['run'], r['status'],
         cell(r['test_accuracy'] and 100 * r['test_accuracy'], '{:.2f}'),
         cell(r['val_accuracy'] and 100 * r['val_accuracy'], '{:.2f}'),
         cell(r['params'], '{:,}'),
         f'{cell(r["minutes"])} ({cell(r["expected_min"]) or "?"})',
-        f'{r["seed"]} |']))
-  return '\n'.join(lines) + '\n'
+        r['seed']) for r in rows])
 
 
 @errors.exit_on_user_error

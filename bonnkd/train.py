@@ -16,6 +16,7 @@ Usable from Colab::
 """
 
 from collections.abc import Callable
+import contextlib
 import dataclasses
 import functools
 import math
@@ -30,20 +31,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bonnkd import augment
-from bonnkd import bayesian_losses
-from bonnkd import checkpointing
-from bonnkd import config_lib
-from bonnkd import conv_autotune
-from bonnkd import evaluation
-from bonnkd import input_pipeline
-from bonnkd import losses
-from bonnkd import metric_logging
 from bonnkd import models
-from bonnkd import run_dir
-from bonnkd import sharding as sharding_lib
-from bonnkd import teacher as teacher_lib
-from bonnkd import train_state as train_state_lib
+from bonnkd.binary import bayesian_losses
+from bonnkd.config import defaults
+from bonnkd.config import validation
+from bonnkd.cpu import conv_autotune
+from bonnkd.data import augment
+from bonnkd.data import input_pipeline
+from bonnkd.run import checkpoints
+from bonnkd.run import run_dir
+from bonnkd.training import evaluation
+from bonnkd.training import losses
+from bonnkd.training import sharding as sharding_lib
+from bonnkd.training import teacher as teacher_lib
+from bonnkd.training import train_state as train_state_lib
 
 __all__ = [
     'validate_config',
@@ -63,9 +64,15 @@ def validate_config(config, num_devices: int = 1) -> None:
     errors.ConfigError: naming the first invalid key, its value and what
       was expected.
   """
-  config_lib.validate(config, num_devices)
+  validation.validate(config, num_devices)
   models.validate_config(config.model, config.dtype)
   input_pipeline.validate_config(config.data)
+  if config.bonn.kernel_weight > 0:
+    validation.check(
+        models.has_modulated_binary_weights(config.model),
+        'bonn.kernel_weight', config.bonn.kernel_weight,
+        "0 unless the model has 1-bit weights with weight_scale="
+        "'modulation' (BONN's kernel loss regularises those)")
 
 
 def train_step(state: TrainState, images, labels, teacher_variables=None, *,
@@ -76,11 +83,11 @@ def train_step(state: TrainState, images, labels, teacher_variables=None, *,
   draws exactly the randomness of an uninterrupted one. With a ``teacher``
   (phase 2), the teacher sees the same augmented batch in the same step
   (Beyer et al. 2022, "consistent" distillation) and the loss is
-  :func:`bonnkd.losses.kd_loss`, whose CE term gets the label smoothing.
+  :func:`bonnkd.training.losses.kd_loss`, whose CE term gets the label smoothing.
 
   With ``config.bonn.kernel_weight`` (lambda) or ``feature_weight``
   (theta) above 0, BONN's Bayesian losses are added
-  (:mod:`bonnkd.bayesian_losses`): the kernel loss of every 1-bit conv with
+  (:mod:`bonnkd.binary.bayesian_losses`): the kernel loss of every 1-bit conv with
   a modulation vector, and the feature loss against the running class
   statistics, which the step then updates.
 
@@ -90,9 +97,8 @@ def train_step(state: TrainState, images, labels, teacher_variables=None, *,
     optimised), 'kl' and 'agreement'; with BONN's losses 'kernel_loss' and
     'feature_loss', unweighted).
   """
-  bonn = config.get('bonn', {})
-  kernel_weight = bonn.get('kernel_weight', 0.0)
-  feature_weight = bonn.get('feature_weight', 0.0)
+  bonn = config.bonn
+  kernel_weight, feature_weight = bonn.kernel_weight, bonn.feature_weight
   # The feature loss and the class statistics in the state go together.
   feature_loss = train_state_lib.uses_class_stats(config)
   step_rng = jax.random.fold_in(rng, state.step)
@@ -119,8 +125,7 @@ def train_step(state: TrainState, images, labels, teacher_variables=None, *,
                                  config.optim.label_smoothing)
     if kernel_weight:
       aux['kernel_loss'] = bayesian_losses.network_kernel_loss(
-          params, bonn['nu'],
-          bonn.get('kernel_loss_trains_modulation', True))
+          params, bonn.nu, bonn.kernel_loss_trains_modulation)
       loss += kernel_weight * aux['kernel_loss']
     if feature_loss:
       aux['features'] = updates.pop('intermediates')['features'][0]
@@ -149,7 +154,7 @@ def train_step(state: TrainState, images, labels, teacher_variables=None, *,
   if feature_loss:
     centres, variances = bayesian_losses.update_class_statistics(
         class_stats['centres'], class_stats['variances'], aux['features'],
-        labels, bonn['feature_momentum'])
+        labels, bonn.feature_momentum)
     class_stats = {'centres': centres, 'variances': variances}
   state = state.apply_gradients(grads=grads,
                                 batch_stats=updates['batch_stats'],
@@ -167,14 +172,13 @@ class Setup:
     model: the flax module.
     schedule: the learning rate per step.
     state: the initial train state, replicated on ``mesh``.
-    train_step: jitted ``(state, images, labels) -> (state, metrics)``; it
-      donates ``state``.
     train_step_at: jitted ``(state, train_images, train_labels, indices) ->
-      (state, metrics)``: the same step on the rows ``indices`` (sharded
-      over 'data') of the train split held on the devices
-      (:meth:`put_train_split`), gathered inside the compiled step.
+      (state, metrics)``: :func:`train_step` on the rows ``indices``
+      (sharded over 'data') of the train split held on the devices
+      (:meth:`put_train_split`), gathered inside the compiled step; it
+      donates ``state``.
     eval_step: jitted ``(variables, images, labels, mask) -> (sums,
-      (predictions, mask))`` (:func:`bonnkd.evaluation.make_eval_fn`).
+      (predictions, mask))`` (:func:`bonnkd.training.evaluation.make_eval_fn`).
     teacher: the frozen teacher with KD, else None.
     steps_per_epoch: optimizer steps per pass over the train split.
     total_steps: steps of the whole run.
@@ -185,7 +189,6 @@ class Setup:
   model: nn.Module
   schedule: optax.Schedule
   state: TrainState
-  train_step: Callable
   train_step_at: Callable
   eval_step: Callable
   teacher: teacher_lib.Teacher | None
@@ -217,7 +220,7 @@ def setup(config, num_train_examples: int, *, devices=None,
     teacher = teacher_lib.load_teacher(config.kd.teacher_workdir,
                                        mesh.replicated)
   teacher = teacher if config.kd.enabled else None
-  steps_per_epoch = config_lib.steps_per_epoch(num_train_examples,
+  steps_per_epoch = defaults.steps_per_epoch(num_train_examples,
                                                config.batch_size)
   model = models.create_model(config.model, dtype=config.dtype)
   if jax.process_count() == 1:
@@ -234,41 +237,24 @@ def setup(config, num_train_examples: int, *, devices=None,
           class_stats=train_state_lib.uses_class_stats(config)),
       out_shardings=mesh.replicated)(init_rng)
 
-  teacher_variables = (jax.device_put(teacher.variables, mesh.replicated)
-                       if teacher else {})
-  jit_train = jax.jit(
-      functools.partial(train_step, rng=train_rng, config=config,
-                        teacher=teacher),
-      in_shardings=(mesh.replicated, mesh.batch, mesh.batch, mesh.replicated),
-      out_shardings=(mesh.replicated, mesh.replicated),
-      donate_argnums=(0,))
-
-  def train_fn(state, images, labels):
-    return jit_train(state, images, labels, teacher_variables)
-
   def step_at(state, train_images, train_labels, indices, teacher_variables):
     return train_step(state, train_images[indices], train_labels[indices],
                       teacher_variables, rng=train_rng, config=config,
                       teacher=teacher)
 
-  jit_train_at = jax.jit(
+  train_at_fn = teacher_lib.bind_variables(jax.jit(
       step_at,
       in_shardings=(mesh.replicated, mesh.replicated, mesh.replicated,
                     mesh.batch, mesh.replicated),
       out_shardings=(mesh.replicated, mesh.replicated),
-      donate_argnums=(0,))
-
-  def train_at_fn(state, train_images, train_labels, indices):
-    return jit_train_at(state, train_images, train_labels, indices,
-                        teacher_variables)
-
+      donate_argnums=(0,)), teacher, mesh)
   eval_fn = evaluation.make_eval_fn(model, mesh, teacher,
                                     config.kd.temperature)
   return Setup(config=config, mesh=mesh, model=model, schedule=schedule,
-               state=state, train_step=train_fn, train_step_at=train_at_fn,
+               state=state, train_step_at=train_at_fn,
                eval_step=eval_fn,
                teacher=teacher, steps_per_epoch=steps_per_epoch,
-               total_steps=config_lib.num_train_steps(config,
+               total_steps=defaults.num_train_steps(config,
                                                       num_train_examples))
 
 
@@ -281,19 +267,18 @@ def _check_finite(record: dict[str, Any]) -> None:
           'Checkpoints and metrics written so far are kept.')
 
 
-def _report_finished(config, workdir: str, final: dict) -> TrainState | None:
+def _report_finished(run: run_dir.RunDir, final: dict) -> TrainState | None:
   """A finished run is finished: report its final.json, change nothing."""
   logging.info('%s is a finished run (its final.json: test accuracy %s, '
                'val accuracy %.4f at step %d); nothing to do. Delete '
                'final.json or pass --config.force_final_eval=True to '
-               'evaluate its best checkpoint again.', workdir,
+               'evaluate its best checkpoint again.', run.path,
                final.get('test_accuracy', 'not evaluated'),
                final['val_accuracy'], final['best_step'])
   mesh = sharding_lib.DataParallelMesh()
   try:
-    _, state = run_dir.restore_state(workdir, 'latest', mesh.replicated,
-                                     config=config)
-  except checkpointing.CheckpointDamagedError as e:
+    _, state = train_state_lib.restore(run, 'latest', mesh.replicated)
+  except checkpoints.CheckpointDamagedError as e:
     # final.json stands on its own; only the state to return is missing.
     logging.warning('%s final.json is left as it is; returning no state.', e)
     return None
@@ -306,9 +291,9 @@ def train_and_evaluate(config, workdir: str) -> TrainState | None:
   Writes ``config.json``, ``metrics.jsonl``, TensorBoard events, orbax
   checkpoints (two latest and best by val accuracy, each with its digest) and,
   at the end, ``final.json`` with val and test accuracy of the best
-  checkpoint (:mod:`bonnkd.run_dir`). Resuming skips damaged checkpoints
-  (:func:`bonnkd.checkpointing.restore_newest_sound`). A finished run (one
-  with ``final.json``) is reported and left as it is unless
+  checkpoint (:class:`bonnkd.run.run_dir.RunDir`), holding the workdir's lock
+  meanwhile. Resuming skips damaged checkpoints. A finished run (one with
+  ``final.json``) is reported and left as it is unless
   ``config.force_final_eval``.
 
   Returns:
@@ -316,92 +301,96 @@ def train_and_evaluate(config, workdir: str) -> TrainState | None:
     None if that is damaged).
 
   Raises:
-    errors.UserError: an invalid config, a workdir of another config,
-      missing or damaged data or teacher (before anything is written or
-      compiled), damaged checkpoints, a full disk.
+    errors.UserError: an invalid config, a workdir of another config or in
+      use by another process, missing or damaged data or teacher (before
+      anything is written or compiled), damaged checkpoints, a full disk.
   """
   validate_config(config, jax.device_count())
-  run_dir.check_same_run(workdir, config)
-  final = run_dir.read_final(workdir)
+  run = run_dir.RunDir(workdir)
+  run.check_same_run(config)
+  final = run.final()
   if final is not None and not config.force_final_eval:
-    return _report_finished(config, workdir, final)
+    return _report_finished(run, final)
+  is_main = jax.process_index() == 0
+  # One writer: the main process holds the workdir while the run writes.
+  with run.lock() if is_main else contextlib.nullcontext():
+    return _train_and_evaluate(config, run, is_main)
+
+
+def _train_and_evaluate(config, run: run_dir.RunDir, is_main: bool):
   data = input_pipeline.load_splits(config.data)
   logging.info('Data: %s', {k: len(v) for k, v in data.items()})
-  run = setup(config, len(data['train']))
-  is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
+  setup_ = setup(config, len(data['train']))
   if is_main:
-    run_dir.write_config(workdir, config)
-  num_params = models.count_params(run.state.params)
+    run.write_config(config)
+  num_params = models.count_params(setup_.state.params)
   logging.info('Model %s: %d parameters.', config.model.name, num_params)
 
-  manager = checkpointing.create_manager(workdir)
+  ckpts = run.checkpoints()
   # Onto the live state: this mesh's placement, whatever wrote it.
-  step, restored = checkpointing.restore_newest_sound(manager, run.state,
-                                                      workdir)
-  state = run.state if restored is None else restored
+  step, restored = ckpts.restore_newest_sound(setup_.state)
+  state = setup_.state if restored is None else restored
   if step is not None:
     logging.info('Resumed from step %d.', step)
-  log = metric_logging.MetricsLog(workdir, int(state.step), config.tensorboard,
-                                  is_main)
+  log = run.open_metrics_log(int(state.step), config.tensorboard, is_main)
 
   try:
-    with jax.set_mesh(run.mesh.mesh):
-      state = _train_loop(run, state, data, manager, log)
-      manager.wait_until_finished()
-      final = _final_evaluation(run, manager, state, data, log)
+    with jax.set_mesh(setup_.mesh.mesh):
+      state = _train_loop(setup_, state, data, ckpts, log)
+      ckpts.wait()
+      final = _final_evaluation(setup_, run, ckpts, state, data)
   finally:
     # Whatever happened, finish the checkpoint writes and flush the metrics.
-    manager.wait_until_finished()
+    ckpts.wait()
     log.flush()
   final.update(phase=config.phase, model=config.model.name,
                distilled=bool(config.kd.enabled),
                num_params=num_params, step=int(state.step),
                wall_time_s=round(log.elapsed_s, 1),
-               steps_per_epoch=run.steps_per_epoch, seed=config.seed,
+               steps_per_epoch=setup_.steps_per_epoch, seed=config.seed,
                devices=f'{jax.device_count()}x {jax.devices()[0].device_kind}',
                xla_flags=os.environ.get('XLA_FLAGS', ''))
   if config.eval_test:
-    log.write(final['best_step'], final['best_step'] / run.steps_per_epoch,
+    log.write(final['best_step'], final['best_step'] / setup_.steps_per_epoch,
               'test', loss=final['test_loss'],
               accuracy=final['test_accuracy'])
   log.close()
   if is_main:
-    run_dir.write_json(os.path.join(workdir, run_dir.FINAL_FILE), final)
+    run.write_final(final)
   logging.info('Final: %s', final)
-  manager.close()
+  ckpts.close()
   return state
 
 
-def _train_loop(run: Setup, state, data, manager, log):
+def _train_loop(setup_: Setup, state, data, ckpts, log):
   """Steps from the state's step to the end; evaluates and saves per epoch.
 
   Returns:
     The state after the last step.
   """
-  config = run.config
-  eval_every = config.eval_every_epochs * run.steps_per_epoch
+  config = setup_.config
+  eval_every = config.eval_every_epochs * setup_.steps_per_epoch
   start_step = int(state.step)
 
   def evaluates_at(done):
-    return done % eval_every == 0 or done == run.total_steps
+    return done % eval_every == 0 or done == setup_.total_steps
 
   def logs_at(done):  # Where the loop waits for the steps it dispatched.
     return done % config.log_every_steps == 0 or evaluates_at(done)
 
-  report_progress = _progress_report(run, log, [
-      done for done in range(start_step + 1, run.total_steps + 1)
+  report_progress = _progress_report(setup_, log, [
+      done for done in range(start_step + 1, setup_.total_steps + 1)
       if logs_at(done)])
   pending = []
   last_log = (start_step, time.time())
   # The host sends only the indices of each batch.
-  train_on_devices = run.put_train_split(data['train'])
-  for step in range(start_step, run.total_steps):
+  train_on_devices = setup_.put_train_split(data['train'])
+  for step in range(start_step, setup_.total_steps):
     indices = input_pipeline.train_indices(
         len(data['train']), step, config.batch_size, config.seed,
         jax.process_index(), jax.process_count())
-    state, metrics = run.train_step_at(state, *train_on_devices,
-                                       *run.mesh.put_batch(indices))
+    state, metrics = setup_.train_step_at(state, *train_on_devices,
+                                       *setup_.mesh.put_batch(indices))
     pending.append(metrics)
     done = step + 1
     at_eval = evaluates_at(done)
@@ -411,29 +400,29 @@ def _train_loop(run: Setup, state, data, manager, log):
       pending = []
       now = time.time()
       record = log.write(
-          done, done / run.steps_per_epoch, 'train',
+          done, done / setup_.steps_per_epoch, 'train',
           **{k: np.mean([v[k] for v in values]) for k in values[0]},
-          learning_rate=run.schedule(done - 1),
+          learning_rate=setup_.schedule(done - 1),
           examples_per_sec=(done - last_log[0]) * config.batch_size
           / (now - last_log[1]))
       last_log = (done, now)
       _check_finite(record)
     if at_eval:
       with report_progress.timed('eval', wait_jax_async_dispatch=False):
-        val, _ = evaluation.evaluate(run.eval_step,
-                                     evaluation.variables_of(state),
+        val, _ = evaluation.evaluate(setup_.eval_step,
+                                     train_state_lib.variables_of(state),
                                      data['val'], config.eval_batch_size,
-                                     run.mesh)
-      record = log.write(done, done / run.steps_per_epoch, 'val',
+                                     setup_.mesh)
+      record = log.write(done, done / setup_.steps_per_epoch, 'val',
                          **{k: v for k, v in val.items() if k != 'count'})
       _check_finite(record)
-      checkpointing.save(manager, done, state, val['accuracy'])
+      ckpts.save(done, state, val['accuracy'])
       log.flush()
       last_log = (done, time.time())
   return state
 
 
-def _progress_report(run: Setup, log, waits_at: list[int]):
+def _progress_report(setup_: Setup, log, waits_at: list[int]):
   """clu's progress report (steps/s, ETA) at ``waits_at``, and only there.
 
   Steps are dispatched asynchronously and the loop waits for them only where
@@ -444,7 +433,7 @@ def _progress_report(run: Setup, log, waits_at: list[int]):
   """
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top
   return periodic_actions.ReportProgress(
-      num_train_steps=run.total_steps, writer=log.writer, every_secs=None,
+      num_train_steps=setup_.total_steps, writer=log.writer, every_secs=None,
       on_steps=waits_at)
 
 
@@ -454,31 +443,26 @@ def _progress_report(run: Setup, log, waits_at: list[int]):
 _VAL_REPRODUCTION_TOLERANCE = 0.005
 
 
-def _final_evaluation(run: Setup, manager, state, data, log):
+def _final_evaluation(setup_: Setup, run: run_dir.RunDir, ckpts, state,
+                      data):
   """Val and test metrics of the best checkpoint (by val accuracy).
 
   The best checkpoint's val accuracy is evaluated again and compared with
-  the one logged when it was saved: a checkpoint that restores but is not
-  what was evaluated stops the run here, before final.json is written.
+  the one logged when it was saved (:meth:`RunDir.check_best_reproduces`):
+  a checkpoint that restores but is not what was evaluated stops the run
+  here, before final.json is written.
   """
-  best_step, best_state = checkpointing.restore(manager, state, which='best')
+  best_step, best_state = ckpts.restore(state, which='best')
   results = {'best_step': int(best_step)}
-  for split in ('val', 'test') if run.config.eval_test else ('val',):
-    metrics, _ = evaluation.evaluate(run.eval_step,
-                                     evaluation.variables_of(best_state),
-                                     data[split], run.config.eval_batch_size,
-                                     run.mesh)
+  config = setup_.config
+  for split in ('val', 'test') if config.eval_test else ('val',):
+    metrics, _ = evaluation.evaluate(setup_.eval_step,
+                                     train_state_lib.variables_of(best_state),
+                                     data[split], config.eval_batch_size,
+                                     setup_.mesh)
     results[f'{split}_examples'] = int(metrics.pop('count'))
     results.update({f'{split}_{k}': v for k, v in metrics.items()})
     if split == 'val':
-      logged = log.logged(best_step, 'val')
-      if logged is not None and abs(
-          logged['accuracy'] - results['val_accuracy']) > (
-              _VAL_REPRODUCTION_TOLERANCE):
-        raise checkpointing.CheckpointDamagedError(
-            f'The best checkpoint (step {best_step}) under '
-            f'{manager.directory} evaluates to val accuracy '
-            f'{results["val_accuracy"]:.4f}, but {logged["accuracy"]:.4f} '
-            'was logged when it was saved: it is not the state that was '
-            'evaluated. final.json is not written.')
+      run.check_best_reproduces(best_step, results['val_accuracy'],
+                                _VAL_REPRODUCTION_TOLERANCE)
   return results

@@ -8,8 +8,8 @@ Presets (``configs/phase1_bonn_resnet18.py:<preset>``):
   modulation vectors), hardtanh in place of ReLU, a BatchNorm before the
   classifier; the stem, the three 1x1 shortcuts and the classifier
   real-valued: 98.4% of the conv weights are 1-bit
-  (``python -m bonnkd.summary --config configs/phase1_bonn_resnet18.py``).
-  BONN's losses at the weights of its recipe (``config_lib.bonn_recipe``,
+  (``python -m bonnkd.tools.summary --config configs/phase1_bonn_resnet18.py``).
+  BONN's losses at the weights of its recipe (``recipes.bonn_recipe``,
   chosen on val for the WRN, not for this net); 200 epochs, bfloat16, for
   an accelerator (about 8 minutes on one H200 if it reaches the 20,000
   img/s issue 10 sets for ResNet-18: an estimate, not measured yet).
@@ -27,29 +27,32 @@ Not run yet on any preset (no accelerator lent so far): no accuracy is
 claimed here.
 """
 
-from bonnkd import config_lib
+from bonnkd.config import defaults
+from bonnkd.config import files
+from bonnkd.config import smoke
+from configs import recipes
 
 
 def get_config(preset: str = ''):
-  config = config_lib.base_config()
+  config = defaults.base_config()
   config.phase = 'phase1'
   preset = preset or 'default'
   if preset == 'default':
-    config.model = config_lib.resnet_model((2, 2, 2, 2), (64, 128, 256, 512))
+    config.model = defaults.resnet_model((2, 2, 2, 2), (64, 128, 256, 512))
     config.num_epochs = 200.0
     config.dtype = 'bfloat16'
     config.optim.lr = 0.1
     config.optim.weight_decay = 5e-4
   elif preset == 'cpu':
-    config.model = config_lib.resnet_model((2, 2, 2, 2), (16, 32, 64, 128))
+    config.model = defaults.resnet_model((2, 2, 2, 2), (16, 32, 64, 128))
     config.num_epochs = 8.0
     config.optim.lr = 0.1
     config.log_every_steps = 50
   elif preset == 'smoke':
-    config.model = config_lib.resnet_model((1, 1, 1, 1), (8, 16, 32, 64))
-    config_lib.smoke_preset(config)
+    config.model = defaults.resnet_model((1, 1, 1, 1), (8, 16, 32, 64))
+    smoke.smoke_preset(config)
   else:
-    raise config_lib.unknown_preset('phase1_bonn_resnet18', preset)
+    raise files.unknown_preset('phase1_bonn_resnet18', preset)
   # W1A1 in ReCU's layout, with BONN's losses at the weights chosen on val
-  # for the WRN (bonnkd.config_lib.BONN_*), not tuned for this net.
-  return config_lib.bonn_recipe(config)
+  # for the WRN (configs/recipes.py BONN_*), not tuned for this net.
+  return recipes.bonn_recipe(config)

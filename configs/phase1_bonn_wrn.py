@@ -3,13 +3,13 @@
 Presets (``configs/phase1_bonn_wrn.py:<preset>``):
 
 * default -- BONN's complete recipe for an accelerator
-  (``config_lib.bonn_recipe``): WRN-22-4 with every inner 3x3 conv 1-bit
+  (``recipes.bonn_recipe``): WRN-22-4 with every inner 3x3 conv 1-bit
   (weights and activations, learned modulation vectors; stem, shortcuts
   and classifier real-valued, 99.0% of the conv weights 1-bit), trained
   with both Bayesian losses at the lambda / theta chosen on val; 200
   epochs, bfloat16. BONN reports 87.3% for its 1-bit WRN-22 on CIFAR-10.
   Expected on one H200: about 8 minutes, an estimate, not a measurement:
-  200 epochs are 9.0M images, 619M MACs each (``python -m bonnkd.summary``),
+  200 epochs are 9.0M images, 619M MACs each (``python -m bonnkd.tools.summary``),
   at the 20,000 img/s issue 10 sets for ResNet-18 (555M MACs) in bfloat16;
   ``python -m benchmarks.throughput`` there measures it.
 * cpu -- the seed's choice, sized for 2 CPU cores and <= 60 minutes of
@@ -41,20 +41,23 @@ accelerator, ``configs/plans/bonn.py`` runs it with and without BONN's
 losses.
 """
 
-from bonnkd import config_lib
+from bonnkd.config import defaults
+from bonnkd.config import files
+from bonnkd.config import smoke
+from configs import recipes
 
-PRESETS = (*config_lib.PRESETS, 'seed', 'bonn_cpu')
+PRESETS = (*defaults.PRESETS, 'seed', 'bonn_cpu')
 
 
 def get_config(preset: str = ''):
-  config = config_lib.base_config()
+  config = defaults.base_config()
   config.phase = 'phase1'
   config.model.name = 'wide_resnet'
   preset = preset or 'default'
   if preset == 'default':
     config.model.depth = 22
     config.model.width = 4
-    config_lib.bonn_recipe(config)
+    recipes.bonn_recipe(config)
     config.num_epochs = 200.0
     config.dtype = 'bfloat16'
     config.batch_size = 128
@@ -98,14 +101,14 @@ def get_config(preset: str = ''):
     # hour on 2 CPU cores (issue 9; throughput in results/README.md).
     config.model.depth = 16
     config.model.width = 3
-    config_lib.bonn_recipe(config)
+    recipes.bonn_recipe(config)
     config.num_epochs = 8.0
     config.optim.lr = 0.1
     config.log_every_steps = 50
   elif preset == 'smoke':
     config.model.depth = 10
     config.model.width = 1
-    config_lib.smoke_preset(config)
+    smoke.smoke_preset(config)
   else:
-    raise config_lib.unknown_preset('phase1_bonn_wrn', preset, PRESETS)
+    raise files.unknown_preset('phase1_bonn_wrn', preset, PRESETS)
   return config

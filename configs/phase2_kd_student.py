@@ -2,7 +2,7 @@
 
     L_KD = alpha * CE(y, s) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T))
 
-(Hinton et al. 2015, ``bonnkd/losses.py``). The teacher is a finished bonnkd
+(Hinton et al. 2015, ``bonnkd/training/losses.py``). The teacher is a finished bonnkd
 run (``config.kd.teacher_workdir``): its config.json names the model, its
 best checkpoint gives the frozen weights. Teacher and student see the same
 augmented batch in the same jitted step.
@@ -32,11 +32,13 @@ of CIFAR-10, teacher = the phase-1 cpu run (82.25%): distilled 75.72% test
 in 22.4 min, alone 72.68% in 13.5 min. The default preset has not been run.
 """
 
-from bonnkd import config_lib
+from bonnkd.config import defaults
+from bonnkd.config import files
+from bonnkd.config import smoke
 
 
 def get_config(preset: str = ''):
-  config = config_lib.base_config()
+  config = defaults.base_config()
   config.phase = 'phase2'
   config.kd.enabled = True
   config.kd.alpha = 0.5
@@ -45,17 +47,17 @@ def get_config(preset: str = ''):
   config.optim.label_smoothing = 0.0
   preset = preset or 'default'
   if preset == 'default':
-    config.model = config_lib.resnet_model((2, 2, 2, 2), (41, 82, 164, 328))
+    config.model = defaults.resnet_model((2, 2, 2, 2), (41, 82, 164, 328))
     config.num_epochs = 200.0
     config.dtype = 'bfloat16'
     config.optim.lr = 0.1
   elif preset == 'cpu':
-    config.model = config_lib.resnet_model((1, 1, 1), (12, 24, 48))
+    config.model = defaults.resnet_model((1, 1, 1), (12, 24, 48))
     config.num_epochs = 6.0
     config.optim.lr = 0.4
   elif preset == 'smoke':
-    config.model = config_lib.resnet_model((1, 1), (8, 16))
-    config_lib.smoke_preset(config)
+    config.model = defaults.resnet_model((1, 1), (8, 16))
+    smoke.smoke_preset(config)
   else:
-    raise config_lib.unknown_preset('phase2_kd_student', preset)
+    raise files.unknown_preset('phase2_kd_student', preset)
   return config

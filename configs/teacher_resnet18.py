@@ -20,16 +20,18 @@ Not run yet on any preset: phase 2's measured cpu runs used the phase-1 run as
 their teacher (results/README.md).
 """
 
-from bonnkd import config_lib
+from bonnkd.config import defaults
+from bonnkd.config import files
+from bonnkd.config import smoke
 
 
 def get_config(preset: str = ''):
-  config = config_lib.base_config()
+  config = defaults.base_config()
   config.phase = 'teacher'
   config.model.binarize = 'none'
   preset = preset or 'default'
   if preset == 'default':
-    config.model = config_lib.resnet_model((2, 2, 2, 2), (64, 128, 256, 512))
+    config.model = defaults.resnet_model((2, 2, 2, 2), (64, 128, 256, 512))
     config.num_epochs = 200.0
     config.dtype = 'bfloat16'
     config.optim.lr = 0.1
@@ -40,8 +42,8 @@ def get_config(preset: str = ''):
     config.optim.lr = 0.4
     config.optim.label_smoothing = 0.1
   elif preset == 'smoke':
-    config.model = config_lib.resnet_model((1, 1), (8, 16))
-    config_lib.smoke_preset(config)
+    config.model = defaults.resnet_model((1, 1), (8, 16))
+    smoke.smoke_preset(config)
   else:
-    raise config_lib.unknown_preset('teacher_resnet18', preset)
+    raise files.unknown_preset('teacher_resnet18', preset)
   return config

@@ -14,8 +14,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bonnkd import config_lib
-from bonnkd import input_pipeline
+from bonnkd.config import overrides
+from bonnkd.data import input_pipeline
 
 # Compile fast: these tests check behaviour, not speed.
 jax.config.update('jax_disable_most_optimizations', True)
@@ -141,7 +141,7 @@ def write_image_folder(root, per_class=3):
 
 
 def tiny_config(data_path: str, config_name: str = 'phase1_bonn_wrn',
-                **overrides):
+                **items):
   """The smoke preset of ``configs/<config_name>.py`` on the synthetic data."""
   import importlib  # pylint: disable=g-import-not-at-top
   config = importlib.import_module(f'configs.{config_name}').get_config(
@@ -152,7 +152,7 @@ def tiny_config(data_path: str, config_name: str = 'phase1_bonn_wrn',
   config.data.train_limit = -1
   config.data.eval_limit = -1
   config.tensorboard = False
-  return config_lib.override(config, overrides.items())
+  return overrides.override(config, items.items())
 
 
 def read_json(path):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bonnkd import augment
+from bonnkd.data import augment
 
 
 def images(n=6, seed=0):

@@ -1,15 +1,21 @@
 """The benchmarks time the models their names say, and read profiles right."""
 
 import collections
+import json
 import re
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-from bonnkd import config_lib
+from benchmarks import conv_bench
+from benchmarks import profile_step
 from benchmarks import throughput
 from benchmarks import torch_compare
+from benchmarks import train_step_bench
+from benchmarks import xla_flags_bench
+from bonnkd.config import files
+from bonnkd.config import overrides
 
 
 @pytest.mark.parametrize('table', [torch_compare.MODELS, throughput.MODELS],
@@ -19,11 +25,11 @@ def test_wrn_names_match_their_configs(table):
   # must keep timing WRN-16-4 at batch 64 when a preset's model is re-chosen
   # (the cpu preset went from WRN-16-1 to WRN-10-2).
   checked = 0
-  for name, (spec, overrides) in table.items():
+  for name, (spec, items) in table.items():
     match = re.fullmatch(r'wrn(\d+)_(\d+)(?:_b(\d+))?(?:_\w+)?', name)
     if not match:
       continue
-    config = config_lib.override(config_lib.load(spec), overrides)
+    config = overrides.override(files.load(spec), items)
     depth, width, batch = match.groups()
     assert (config.model.depth, config.model.width) == (int(depth),
                                                         int(width)), name
@@ -93,3 +99,73 @@ def test_contraction_libraries_count_every_convolution_of_a_compiled_step():
   # Whichever library XLA picks (it depends on XLA_FLAGS and the version):
   # the forward conv, the input gradient (a 3x3 conv) and the weight gradient.
   assert counts == {'convolution': 2, 'weight-grad': 1}
+
+
+# Each benchmark's main at its smallest size, so that none stops working
+# unnoticed (their figures come from full-size runs, results/README.md).
+
+SMOKE = 'configs/phase1_bonn_wrn.py:smoke'
+
+
+def table_rows(out: str, first_word: str) -> list[list[str]]:
+  """The printed rows that start with ``first_word``, split on spaces."""
+  return [line.split() for line in out.splitlines()
+          if line.split()[:1] == [first_word]]
+
+
+def test_conv_bench_times_each_lowering_per_shape(capsys):
+  conv_bench.main(['--batch', '2', '--repeats', '1', '--shapes', '2'])
+  rows = [line.split() for line in capsys.readouterr().out.splitlines()
+          if line.strip().startswith('32^2')]
+  assert len(rows) == 2
+  for row in rows:
+    native_ms, im2col_ms = float(row[4]), float(row[5])
+    assert native_ms > 0 and im2col_ms > 0
+    assert row[-1] in ('native', 'im2col')
+
+
+def test_throughput_times_each_dtype_and_feed(capsys):
+  throughput.main(['--model', 'wrn16_1_cpu', '--dtype', 'float32',
+                   '--data', 'host,device', '--steps', '1', '--rounds', '1',
+                   '--set', 'batch_size=8', '--set', 'model.depth=10'])
+  rows = table_rows(capsys.readouterr().out, 'wrn16_1_cpu')
+  assert [row[2] for row in rows] == ['host', 'device']
+  assert all(float(row[3]) > 0 for row in rows)
+
+
+def test_train_step_bench_compares_lowerings(capsys):
+  train_step_bench.main(['--config', SMOKE, '--impl', 'native,im2col',
+                         '--steps', '1'])
+  out = capsys.readouterr().out
+  rates = {line.split(':')[0].strip(): line for line in out.splitlines()
+           if 'img/s' in line}
+  assert set(rates) == {'native', 'im2col'}
+  assert '(1.00x)' in rates['native']
+
+
+def test_xla_flags_bench_times_each_candidate_in_a_child(capsys):
+  xla_flags_bench.main(['--config', SMOKE, '--candidates',
+                        'default,no_ynn_conv', '--steps', '1', '--rounds',
+                        '1'])
+  out = capsys.readouterr().out
+  rows = {name: table_rows(out, name) for name in ('default', 'no_ynn_conv')}
+  assert all(len(r) == 1 and float(r[0][1]) > 0 for r in rows.values())
+  assert float(rows['default'][0][2]) == 1.0  # The ratio's base.
+
+
+def test_profile_step_writes_its_categories(tmp_path, capsys):
+  out = tmp_path / 'profile.json'
+  profile_step.main(['--config', SMOKE, '--steps', '1', '--out', str(out)])
+  assert 'ms per step' in capsys.readouterr().out
+  with open(out) as f:
+    profile = json.load(f)
+  assert profile['ms_per_step'] > 0
+  assert set(profile['categories_ms']) == set(profile_step.CATEGORIES)
+
+
+def test_torch_compare_puts_both_side_by_side(capsys):
+  pytest.importorskip('torch', reason='PyTorch is the [bench] extra')
+  torch_compare.main(['--model', 'student_b128', '--steps', '1',
+                      '--rounds', '1', '--set', 'batch_size=8'])
+  rows = table_rows(capsys.readouterr().out, 'student_b128')
+  assert len(rows) == 1 and all(float(v) > 0 for v in rows[0][1:])

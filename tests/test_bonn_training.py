@@ -1,16 +1,19 @@
 """BONN's losses in the train step: off is exactly plain training; on, they
 are what the step optimises, and the class statistics follow the batches."""
 
+import json
 import os
 
 import jax
 import numpy as np
 import pytest
 
-from bonnkd import bayesian_losses
 from bonnkd import errors
-from bonnkd import run_dir
 from bonnkd import train
+from bonnkd.binary import bayesian_losses
+from bonnkd.data import input_pipeline
+from bonnkd.run import run_dir
+from bonnkd.training import train_state
 from tests.conftest import read_json
 from tests.conftest import read_metrics
 from tests.conftest import tiny_config
@@ -27,19 +30,22 @@ def steps(config, n=3):
   for _ in range(n):
     images = rng.integers(0, 256, (32, 32, 32, 3), np.uint8)
     labels = (np.arange(32) % 5).astype(np.int32)  # Classes 0..4 only.
-    state, metrics = run.train_step(state, *run.mesh.put_batch(images,
-                                                               labels))
+    # The run's own step, on a train split of this one batch.
+    state, metrics = run.train_step_at(
+        state, *run.put_train_split(input_pipeline.Split(images, labels)),
+        *run.mesh.put_batch(np.arange(32, dtype=np.int32)))
   return state, metrics
 
 
 def test_weights_zero_is_exactly_plain_training(cifar_tarball):
   config = tiny_config(cifar_tarball[0], **W1A1)
   assert config.bonn.kernel_weight == 0 and config.bonn.feature_weight == 0
-  # A config from before the BONN losses existed: no bonn block at all.
-  older = config.copy_and_resolve_references()
+  # A run from before the BONN losses existed (no bonn block in its
+  # config.json), as its run directory reads it: the same training.
+  older = json.loads(json.dumps(config.to_dict()))
   del older['bonn']
   a, metrics = steps(config)
-  b, _ = steps(older)
+  b, _ = steps(run_dir.complete(older))
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     np.testing.assert_array_equal(x, y)
   assert set(metrics) == {'loss', 'accuracy'} and a.class_stats == {}
@@ -105,7 +111,7 @@ def test_run_with_both_losses_trains_and_resumes(cifar_tarball, tmp_path):
              for r in records)
   assert read_json(os.path.join(tmp_path, 'final.json'))['step'] == 30
   # The class statistics are part of the checkpoint and restore with it.
-  _, restored = run_dir.restore_state(str(tmp_path), 'latest')
+  _, restored = train_state.restore(str(tmp_path), 'latest')
   np.testing.assert_array_equal(restored.class_stats['centres'],
                                 state.class_stats['centres'])
 

@@ -78,21 +78,21 @@ def test_teacher_dir_that_is_not_a_run(tmp_path, cifar_tarball):
   assert not os.path.exists(tmp_path / 'student')
 
 
-@pytest.mark.parametrize('module', ['bonnkd.inspect', 'bonnkd.report'])
+@pytest.mark.parametrize('module', ['bonnkd.tools.inspect', 'bonnkd.tools.report'])
 def test_path_that_is_not_a_run(tmp_path, module):
-  extra = ['--out', str(tmp_path / 'out')] if module == 'bonnkd.report' else []
+  extra = ['--out', str(tmp_path / 'out')] if module == 'bonnkd.tools.report' else []
   result = run('-m', module, str(tmp_path), *extra)
   assert_one_line_error(result, str(tmp_path), 'not a bonnkd run directory')
 
 
 def test_summary_with_unknown_preset():
-  result = run('-m', 'bonnkd.summary',
+  result = run('-m', 'bonnkd.tools.summary',
                '--config', 'configs/teacher_resnet18.py:tpu')
   assert_one_line_error(result, "Unknown preset 'tpu'")
 
 
 def test_prepare_tfds_without_the_archive(tmp_path):
-  result = run('-m', 'bonnkd.prepare_tfds', '--archive',
+  result = run('-m', 'bonnkd.data.prepare_tfds', '--archive',
                str(tmp_path / 'cifar-10-binary.tar.gz'),
                '--data_dir', str(tmp_path))
   assert_one_line_error(result, 'does not exist')

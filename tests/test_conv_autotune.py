@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from bonnkd import conv_autotune
-from bonnkd import layers
-from bonnkd import machine
 from bonnkd import models
+from bonnkd.binary import layers
+from bonnkd.cpu import conv_autotune
+from bonnkd.cpu import machine
 
 
 @pytest.fixture

@@ -19,14 +19,16 @@ import orbax.checkpoint as ocp
 from PIL import Image
 import pytest
 
-from bonnkd import checkpointing
-from bonnkd import config_lib
 from bonnkd import errors
-from bonnkd import input_pipeline
-from bonnkd import metric_logging
-from bonnkd import report
-from bonnkd import run_dir
+from bonnkd import fileio
 from bonnkd import train
+from bonnkd.config import files
+from bonnkd.config import overrides
+from bonnkd.data import input_pipeline
+from bonnkd.run import checkpoints
+from bonnkd.run import metrics_log
+from bonnkd.run import run_dir
+from bonnkd.tools import report
 from tests import topology_worker
 from tests.conftest import ROOT
 from tests.conftest import data_config
@@ -161,17 +163,17 @@ def test_damaged_best_checkpoint_is_refused_by_every_reader(
   expected = damage(finished, best, 'overwrite')
   before = file_digests(finished)
   result = subprocess.run(
-      [sys.executable, '-m', 'bonnkd.inspect', finished], cwd=ROOT,
+      [sys.executable, '-m', 'bonnkd.tools.inspect', finished], cwd=ROOT,
       capture_output=True, text=True, timeout=300, check=False,
       env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert result.returncode == 1
   line = one_error_line(result.stderr)
   assert f'step {best}' in line and expected in line
-  with pytest.raises(checkpointing.CheckpointDamagedError, match=expected):
+  with pytest.raises(checkpoints.CheckpointDamagedError, match=expected):
     report.write_report([finished], str(tmp_path / 'report'))
   student = tiny_config(cifar_tarball[0], 'phase2_kd_student', num_epochs=1.0,
                         **{'kd.teacher_workdir': finished})
-  with pytest.raises(checkpointing.CheckpointDamagedError,
+  with pytest.raises(checkpoints.CheckpointDamagedError,
                      match=f'kd.teacher_workdir.*step {best}'):
     train.train_and_evaluate(student, str(tmp_path / 'student'))
   assert file_digests(finished) == before
@@ -205,10 +207,10 @@ def test_best_checkpoint_that_restores_but_is_not_what_was_evaluated(
     if r['step'] == best and r['split'] == 'val':
       r['accuracy'] -= 0.2
   with open(path, 'w') as f:
-    f.writelines(f'{metric_logging.json.dumps(r)}\n' for r in records)
+    f.writelines(f'{metrics_log.json.dumps(r)}\n' for r in records)
   final_before = file_digests(finished)['final.json']
   forced = tiny_config(cifar_tarball[0], num_epochs=3.0, force_final_eval=True)
-  with pytest.raises(checkpointing.CheckpointDamagedError,
+  with pytest.raises(checkpoints.CheckpointDamagedError,
                      match=f'step {best}.*was logged when it was saved'):
     train.train_and_evaluate(forced, finished)
   assert file_digests(finished)['final.json'] == final_before
@@ -246,23 +248,23 @@ def test_a_run_older_than_a_config_key_continues_under_its_old_value(
     tmp_path):
   # A ResNet run from before dtype, eval_test, bonn.* and the ResNet's
   # binarization fields existed: its config.json lacks them.
-  config = config_lib.load(
+  config = files.load(
       os.path.join(ROOT, 'configs', 'phase2_kd_student.py:smoke'))
   old = config.to_dict()
   for key in ('binarize', 'binarize_what', 'quantizer', 'weight_scale'):
     del old['model'][key]
   for key in ('dtype', 'eval_test', 'bonn'):
     del old[key]
-  run_dir.write_json(str(tmp_path / 'config.json'), old)
-  run_dir.check_same_run(str(tmp_path), config)
+  fileio.write_json(str(tmp_path / 'config.json'), old)
+  run = run_dir.RunDir(str(tmp_path))
+  run.check_same_run(config)
   for change, message in [
       ('bonn.kernel_weight=0.0001', 'bonn.kernel_weight: 0.0 there, 0.0001'),
       ('bonn.kernel_loss_trains_modulation=False',
        'bonn.kernel_loss_trains_modulation: True there, False here'),
       ('model.binarize=inner', "model.binarize: 'none' there, 'inner'")]:
     with pytest.raises(errors.ConfigError, match=message):
-      run_dir.check_same_run(str(tmp_path),
-                             config_lib.override(config, [change]))
+      run.check_same_run(overrides.override(config, [change]))
 
 
 def test_kill_9_while_saving_resumes_from_a_sound_checkpoint(
@@ -277,7 +279,7 @@ def test_kill_9_while_saving_resumes_from_a_sound_checkpoint(
   # Orbax committed step 30; its digest was never written.
   assert os.path.isdir(workdir / 'checkpoints' / '30')
   assert not os.path.exists(workdir / 'checkpoints' / '30' /
-                            checkpointing.DIGEST_FILE)
+                            checkpoints.DIGEST_FILE)
   train.train_and_evaluate(tiny_config(cifar_tarball[0], num_epochs=3.0),
                            str(workdir))
   assert 'step 30' in caplog.text and 'not completely written' in caplog.text
@@ -285,7 +287,7 @@ def test_kill_9_while_saving_resumes_from_a_sound_checkpoint(
 
 
 def test_full_disk_on_metrics_write(interrupted, cifar_tarball, monkeypatch):
-  checkpoints = file_digests(os.path.join(interrupted, 'checkpoints'))
+  saved = file_digests(os.path.join(interrupted, 'checkpoints'))
 
   def full_disk_open(path, mode='r', *args, **kwargs):
     if mode == 'a':
@@ -293,15 +295,15 @@ def test_full_disk_on_metrics_write(interrupted, cifar_tarball, monkeypatch):
     return open(path, mode, *args, **kwargs)
 
   metrics_before = None
-  real_init = metric_logging.MetricsLog.__init__
+  real_init = metrics_log.MetricsLog.__init__
 
   def init_then_fill_disk(self, *args, **kwargs):
     nonlocal metrics_before
     real_init(self, *args, **kwargs)
     metrics_before = file_digests(interrupted)['metrics.jsonl']
-    monkeypatch.setattr(metric_logging, 'open', full_disk_open, raising=False)
+    monkeypatch.setattr(metrics_log, 'open', full_disk_open, raising=False)
 
-  monkeypatch.setattr(metric_logging.MetricsLog, '__init__',
+  monkeypatch.setattr(metrics_log.MetricsLog, '__init__',
                       init_then_fill_disk)
   with pytest.raises(errors.StorageError,
                      match='metrics.jsonl.*No space left.*kept'):
@@ -309,13 +311,13 @@ def test_full_disk_on_metrics_write(interrupted, cifar_tarball, monkeypatch):
                              interrupted)
   assert file_digests(interrupted)['metrics.jsonl'] == metrics_before
   now = file_digests(os.path.join(interrupted, 'checkpoints'))
-  assert {k: v for k, v in now.items() if k in checkpoints} == checkpoints
+  assert {k: v for k, v in now.items() if k in saved} == saved
   assert not os.path.exists(os.path.join(interrupted, 'final.json'))
 
 
 def test_full_disk_on_checkpoint_write(interrupted, cifar_tarball,
                                        monkeypatch):
-  checkpoints = file_digests(os.path.join(interrupted, 'checkpoints'))
+  saved = file_digests(os.path.join(interrupted, 'checkpoints'))
 
   def full_disk_save(self, step, *args, **kwargs):
     raise OSError(errno.ENOSPC, 'No space left on device', str(step))
@@ -326,11 +328,10 @@ def test_full_disk_on_checkpoint_write(interrupted, cifar_tarball,
     train.train_and_evaluate(tiny_config(cifar_tarball[0], num_epochs=3.0),
                              interrupted)
   monkeypatch.undo()
-  assert file_digests(os.path.join(interrupted, 'checkpoints')) == checkpoints
-  manager = checkpointing.create_manager(interrupted, read_only=True)
-  for step in (15, 30):
-    checkpointing.verify(manager, step)
-  manager.close()
+  assert file_digests(os.path.join(interrupted, 'checkpoints')) == saved
+  with run_dir.RunDir(interrupted).checkpoints(read_only=True) as ckpts:
+    for step in (15, 30):
+      checkpoints.verify(ckpts.manager, step)
 
 
 # Damaged data: every row names what is wrong, nothing trains.

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from bonnkd import errors
-from bonnkd import input_pipeline
-from bonnkd import prepare_tfds
-from bonnkd.input_pipeline import Split
+from bonnkd.data import input_pipeline
+from bonnkd.data import prepare_tfds
+from bonnkd.data.input_pipeline import Split
 from tests.conftest import data_config
 from tests.conftest import offline_download
 from tests.conftest import write_cifar_binary_archive
@@ -87,24 +87,29 @@ def test_val_split_is_fixed_by_seed_and_disjoint():
   assert len(train_a) + len(val_a) == 100
 
 
+def batch_labels(split, step, batch_size, seed, process_index=0,
+                 process_count=1):
+  """The labels of the host-local rows of ``step``'s batch."""
+  return split.labels[input_pipeline.train_indices(
+      len(split), step, batch_size, seed, process_index, process_count)]
+
+
 def test_train_batches_cover_each_epoch_once_and_replay_by_step():
   split = toy_split(100)
-  seen = np.concatenate([input_pipeline.train_batch(split, s, 32, 7)[1]
-                         for s in range(3)])
+  seen = np.concatenate([batch_labels(split, s, 32, 7) for s in range(3)])
   # 3 full batches of 32 from 100 images: 96 distinct, 4 dropped.
   assert len(set(seen)) == 96
   # The next epoch is another permutation; any step is reproducible alone.
-  assert not np.array_equal(input_pipeline.train_batch(split, 3, 32, 7)[1],
-                            input_pipeline.train_batch(split, 0, 32, 7)[1])
-  np.testing.assert_array_equal(input_pipeline.train_batch(split, 4, 32, 7)[1],
-                                input_pipeline.train_batch(split, 4, 32, 7)[1])
+  assert not np.array_equal(batch_labels(split, 3, 32, 7),
+                            batch_labels(split, 0, 32, 7))
+  np.testing.assert_array_equal(batch_labels(split, 4, 32, 7),
+                                batch_labels(split, 4, 32, 7))
 
 
 def test_hosts_get_disjoint_halves_of_the_global_batch():
   split = toy_split(100)
-  full = input_pipeline.train_batch(split, 1, 32, 0)[1]
-  halves = [input_pipeline.train_batch(split, 1, 32, 0, i, 2)[1]
-            for i in range(2)]
+  full = batch_labels(split, 1, 32, 0)
+  halves = [batch_labels(split, 1, 32, 0, i, 2) for i in range(2)]
   # Host 0's rows then host 1's are the 1-host batch, in order: each row
   # gets the same augmentation key whatever the number of hosts.
   np.testing.assert_array_equal(np.concatenate(halves), full)
@@ -133,7 +138,7 @@ def test_real_image_folder(real_cifar_dir):
 def test_tfds_prepared_offline_by_its_own_builder(tmp_path, cifar_tarball,
                                                   monkeypatch):
   # The official binary archive; tfds's cifar10 builder prepares it with only
-  # its download replaced (bonnkd.prepare_tfds, as the README says).
+  # its download replaced (bonnkd.data.prepare_tfds, as the README says).
   _, (train_x, train_y), (test_x, test_y) = cifar_tarball
   archive = write_cifar_binary_archive(tmp_path / 'cifar-10-binary.tar.gz',
                                        (train_x, train_y), (test_x, test_y))

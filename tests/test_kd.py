@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from bonnkd import checkpointing
-from bonnkd import teacher as teacher_lib
 from bonnkd import train
+from bonnkd.run import checkpoints
+from bonnkd.training import teacher as teacher_lib
 from tests.conftest import read_json
 from tests.conftest import read_metrics
 from tests.conftest import tiny_config
@@ -85,7 +85,7 @@ def test_teacher_dir_without_checkpoint(teacher_dir, cifar_tarball, tmp_path):
   empty = tmp_path / 'empty'
   empty.mkdir()
   shutil.copy(os.path.join(teacher_dir, 'config.json'), empty)
-  with pytest.raises(checkpointing.NoCheckpointError, match='checkpoints'):
+  with pytest.raises(checkpoints.NoCheckpointError, match='checkpoints'):
     train.train_and_evaluate(student_config(cifar_tarball[0], str(empty)),
                              str(tmp_path / 'student'))
   assert not os.path.exists(tmp_path / 'student')

@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from bonnkd import layers
-from bonnkd import quantizers
+from bonnkd.binary import layers
+from bonnkd.binary import quantizers
 
 
 def np_conv_same(x, w, stride):

@@ -5,7 +5,7 @@ from jax import test_util as jtu
 import numpy as np
 import pytest
 
-from bonnkd import losses
+from bonnkd.training import losses
 
 
 def np_log_softmax(z):

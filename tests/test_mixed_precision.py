@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bonnkd import layers
 from bonnkd import models
-from bonnkd import run_dir
 from bonnkd import train
+from bonnkd.binary import layers
+from bonnkd.training import train_state
 from tests.conftest import read_json
 from tests.conftest import read_metrics
 from tests.conftest import tiny_config
@@ -68,6 +68,6 @@ def test_bfloat16_smoke_run_trains_with_float32_state(cifar_tarball,
   for leaf in jax.tree.leaves((state.params, state.batch_stats,
                                state.opt_state)):
     assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype
-  _, variables = run_dir.restore_variables(str(tmp_path))
+  _, variables = train_state.restore_variables(str(tmp_path))
   assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {
       np.dtype('float32')}

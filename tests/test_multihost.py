@@ -11,7 +11,7 @@ import socket
 import jax
 import numpy as np
 
-from bonnkd import run_dir
+from bonnkd.training import train_state
 from tests.conftest import read_json
 from tests.conftest import start_launch
 
@@ -44,8 +44,8 @@ def test_two_processes_train_as_one(cifar_tarball, tmp_path):
   assert one.returncode == 0, out[-3000:]
 
   assert read_json(tmp_path / 'two' / 'final.json')['devices'] == '2x cpu'
-  step_two, two = run_dir.restore_variables(tmp_path / 'two', 'latest')
-  step_one, one = run_dir.restore_variables(tmp_path / 'one', 'latest')
+  step_two, two = train_state.restore_variables(tmp_path / 'two', 'latest')
+  step_one, one = train_state.restore_variables(tmp_path / 'one', 'latest')
   assert step_two == step_one == 6
   for a, b in zip(jax.tree.leaves(two), jax.tree.leaves(one)):
     # Same batches, same augmentation; only the reduction order differs.

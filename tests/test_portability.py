@@ -11,9 +11,9 @@ import os
 import subprocess
 import sys
 
-from bonnkd import inspect as bonnkd_inspect
-from bonnkd import report
 from bonnkd import train
+from bonnkd.tools import inspect as bonnkd_inspect
+from bonnkd.tools import report
 from tests import topology_worker
 from tests.conftest import read_json
 from tests.conftest import read_metrics

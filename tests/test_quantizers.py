@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bonnkd import quantizers
+from bonnkd.binary import quantizers
 
 # 0, +-1 (the clip boundary), points inside and beyond it.
 POINTS = np.array([-3.0, -1.5, -1.0, -0.999, -0.5, -1e-7, 0.0, 1e-7, 0.25,

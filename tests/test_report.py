@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from bonnkd import report
+from bonnkd.tools import report
 from tests.conftest import read_json
 
 

@@ -10,12 +10,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = textwrap.dedent('''
     import jax
     import numpy as np
-    from bonnkd import config_lib, train
+    from bonnkd import train
+    from bonnkd.config import overrides
+    from bonnkd.data import input_pipeline
     from configs import phase1_bonn_wrn
 
     assert jax.device_count() == 4, jax.devices()
     jax.config.update('jax_disable_most_optimizations', True)
-    config = config_lib.override(phase1_bonn_wrn.get_config('smoke'), [
+    config = overrides.override(phase1_bonn_wrn.get_config('smoke'), [
         'model.binarize=inner', 'model.binarize_what=both'])
     rng = np.random.default_rng(0)
     batches = [(rng.integers(0, 256, (32, 32, 32, 3), np.uint8),
@@ -24,11 +26,15 @@ SCRIPT = textwrap.dedent('''
     def run(devices):
       setup = train.setup(config, num_train_examples=3200, devices=devices)
       state = setup.state
+      on_devices = setup.put_train_split(input_pipeline.Split(
+          np.concatenate([b[0] for b in batches]),
+          np.concatenate([b[1] for b in batches])))
       with jax.set_mesh(setup.mesh.mesh):
-        for images, labels in batches:
-          images, labels = setup.mesh.put_batch(images, labels)
-          shards = len({s.device for s in images.addressable_shards})
-          state, metrics = setup.train_step(state, images, labels)
+        for i in range(len(batches)):
+          (indices,) = setup.mesh.put_batch(
+              np.arange(32 * i, 32 * (i + 1), dtype=np.int32))
+          shards = len({s.device for s in indices.addressable_shards})
+          state, metrics = setup.train_step_at(state, *on_devices, indices)
       return state, metrics, shards
 
     one, m1, shards1 = run(jax.devices()[:1])

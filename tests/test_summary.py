@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import pytest
 
 from bonnkd import models
-from bonnkd import summary
+from bonnkd.tools import summary
 
 
 def test_wrn_10_1_inner_binary_costs_by_hand():

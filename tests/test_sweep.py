@@ -8,12 +8,14 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from bonnkd import config_lib
 from bonnkd import errors
 from bonnkd import models
 from bonnkd import sweep
 from bonnkd import train
-from bonnkd import xla_cpu_flags
+from bonnkd.config import files
+from bonnkd.config import overrides
+from bonnkd.cpu import xla_cpu_flags
+from configs import recipes
 from tests.conftest import ROOT
 from tests.conftest import read_json
 
@@ -174,7 +176,7 @@ def test_committed_plans_load_and_their_configs_validate(path, stage,
       config.kd.teacher_workdir = config.kd.teacher_workdir or '/a/teacher'
     train.validate_config(config)
     # At smoke size the same run keeps its model's layout.
-    small = config_lib.override(config, sweep.smoke_overrides(
+    small = overrides.override(config, sweep.smoke_overrides(
         run, str(tmp_path)))
     assert small.model.name == config.model.name
     assert small.data.train_limit == 256
@@ -192,8 +194,8 @@ def test_bonn_plan_is_the_issues_ablation(stage, tmp_path):
                                     ('plain', 'kernel', 'kernel_feature')]
   weights = {name: (c.bonn.kernel_weight, c.bonn.feature_weight)
              for name, c in configs.items()}
-  lam, theta = (config_lib.BONN_KERNEL_WEIGHT,
-                config_lib.BONN_FEATURE_WEIGHT)
+  lam, theta = (recipes.BONN_KERNEL_WEIGHT,
+                recipes.BONN_FEATURE_WEIGHT)
   for seed in (0, 1):
     assert weights[f'plain_s{seed}'] == (0.0, 0.0)
     assert weights[f'kernel_s{seed}'] == (lam, 0.0)
@@ -232,7 +234,7 @@ def test_table1_plan_is_the_seeds_models():
       os.path.join(ROOT, 'configs', 'plans', 'table1.py'))}
   sizes = {}
   for name, run in runs.items():
-    model = models.create_model(config_lib.load(run.config).model)
+    model = models.create_model(files.load(run.config).model)
     variables = jax.eval_shape(lambda m=model: m.init(
         jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
     sizes[name] = models.count_params(variables['params'])

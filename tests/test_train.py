@@ -1,5 +1,6 @@
 """End to end: train, log, checkpoint, resume identically, stop on NaN."""
 
+import functools
 import os
 
 import jax
@@ -8,13 +9,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from bonnkd import augment
-from bonnkd import evaluation
-from bonnkd import inspect as bonnkd_inspect
-from bonnkd import input_pipeline
-from bonnkd import losses
-from bonnkd import run_dir
 from bonnkd import train
+from bonnkd.data import augment
+from bonnkd.data import input_pipeline
+from bonnkd.tools import inspect as bonnkd_inspect
+from bonnkd.training import evaluation
+from bonnkd.training import losses
+from bonnkd.training import train_state
 from tests.conftest import read_json
 from tests.conftest import read_metrics
 from tests.conftest import tiny_config
@@ -80,7 +81,7 @@ def test_eval_counts_every_example_and_matches_numpy(finished_run,
   split = input_pipeline.Split(*cifar_tarball[2]).take(130)
   run = train.setup(config, 500)  # The compiled eval step of the run.
   metrics, predictions = evaluation.evaluate(
-      run.eval_step, evaluation.variables_of(state), split, 64, run.mesh)
+      run.eval_step, train_state.variables_of(state), split, 64, run.mesh)
   assert metrics['count'] == 130 and predictions.shape == (130,)
   logits = state.apply_fn({'params': state.params,
                            'batch_stats': state.batch_stats},
@@ -163,7 +164,7 @@ def test_inspect_reports_steps_params_and_binary_layers(finished_run):
   assert f'latest 45, best by val {best}' in text
   assert '"binarize": "first_conv"' in text
   assert 'stem/modulation' in text and 'total: 77,866' in text
-  _, variables = run_dir.restore_variables(workdir)
+  _, variables = train_state.restore_variables(workdir)
   stem = np.asarray(variables['params']['stem']['kernel'])
   # The smoke model's only 1-bit layer is the stem (first_conv, weights).
   assert '1-bit layers: 1\n' in text
@@ -188,7 +189,10 @@ def test_step_on_device_rows_equals_step_on_host_batch(cifar_tarball):
   copy = jax.tree.map(jnp.copy, run.state)  # Both steps donate their state.
   at, metrics_at = run.train_step_at(copy, *on_devices,
                                      *run.mesh.put_batch(indices))
-  host, metrics = run.train_step(run.state, *run.mesh.put_batch(
+  _, train_rng = jax.random.split(jax.random.key(config.seed))
+  host_step = jax.jit(functools.partial(train.train_step, rng=train_rng,
+                                        config=config))
+  host, metrics = host_step(run.state, *run.mesh.put_batch(
       split.images[indices], split.labels[indices]))
   for a, b in zip(jax.tree.leaves(at), jax.tree.leaves(host)):
     np.testing.assert_array_equal(a, b)

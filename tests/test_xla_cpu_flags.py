@@ -5,11 +5,12 @@ import os
 
 import pytest
 
-from bonnkd import config_lib
 from bonnkd import errors
-from bonnkd import input_pipeline
-from bonnkd import machine
-from bonnkd import xla_cpu_flags
+from bonnkd.config import files
+from bonnkd.config import overrides
+from bonnkd.cpu import machine
+from bonnkd.cpu import xla_cpu_flags
+from bonnkd.data import input_pipeline
 from tests.conftest import offline_download
 from tests.conftest import start_launch
 
@@ -25,8 +26,8 @@ def cache_dir(monkeypatch, tmp_path):
 
 def long_smoke_config(data_dir):
   """The smoke model, with a schedule long enough to be worth timing."""
-  config = config_lib.load(SMOKE)
-  return config_lib.override(config, [
+  config = files.load(SMOKE)
+  return overrides.override(config, [
       ('data.source', 'tarball'), ('data.dir', str(data_dir)),
       ('data.train_limit', -1), ('num_epochs', 8.0)])
 
@@ -57,11 +58,11 @@ def test_pick_takes_the_fastest_only_beyond_the_margin(rates, expected):
 
 
 def test_estimated_steps_from_the_config():
-  config = config_lib.load('configs/phase1_bonn_wrn.py:bonn_cpu')
+  config = files.load('configs/phase1_bonn_wrn.py:bonn_cpu')
   # 50,000 - 5,000 val = 45,000 train images, 351 full batches of 128 an
   # epoch (the last one dropped), 8 epochs: the 2,808 steps of results/bonn.
   assert xla_cpu_flags.estimated_steps(config) == 8 * 351 == 2808
-  limited = config_lib.override(config, [('data.train_limit', 1280)])
+  limited = overrides.override(config, [('data.train_limit', 1280)])
   assert xla_cpu_flags.estimated_steps(limited) == 8 * 10
 
 
@@ -83,7 +84,7 @@ def test_a_cached_choice_is_used_without_measuring(cache_dir, cifar_tarball,
 
 def test_no_timing_for_a_short_run(cache_dir, cifar_tarball, monkeypatch):
   # The smoke preset's own 256 images: 8 epochs x 8 steps.
-  config = config_lib.override(long_smoke_config(cifar_tarball[0]),
+  config = overrides.override(long_smoke_config(cifar_tarball[0]),
                                [('data.train_limit', 256)])
   monkeypatch.setattr(xla_cpu_flags, 'time_in_child', None)  # not called
   choice = xla_cpu_flags.apply(config, 'auto')
@@ -97,7 +98,7 @@ def test_missing_data_is_the_runs_own_error_before_any_timing(
     cache_dir, cifar_tarball, monkeypatch, tmp_path, source):
   # Offline, tfds retries its download for minutes: it does so before the
   # timing's compilations, not after them.
-  config = config_lib.override(long_smoke_config(cifar_tarball[0]), [
+  config = overrides.override(long_smoke_config(cifar_tarball[0]), [
       ('data.source', source), ('data.dir', str(tmp_path / 'nothing'))])
   downloads = offline_download(monkeypatch)
   monkeypatch.setattr(xla_cpu_flags, 'time_in_child', None)  # not called
@@ -112,7 +113,7 @@ def test_missing_data_is_the_runs_own_error_before_any_timing(
 def test_tfds_downloads_before_the_timing(cache_dir, cifar_tarball,
                                           monkeypatch, tmp_path):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  config = config_lib.override(long_smoke_config(cifar_tarball[0]), [
+  config = overrides.override(long_smoke_config(cifar_tarball[0]), [
       ('data.source', 'tfds'), ('data.dir', str(tmp_path / 'tfds'))])
   events = []
   monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare',
@@ -129,7 +130,7 @@ def test_a_plan_times_a_run_whose_inputs_are_not_there_yet(
     cache_dir, cifar_tarball, monkeypatch):
   # A sweep times a student before its teacher has run (check_inputs=False);
   # the children time the model alone.
-  config = config_lib.override(long_smoke_config(cifar_tarball[0]), [
+  config = overrides.override(long_smoke_config(cifar_tarball[0]), [
       ('kd.enabled', True), ('kd.teacher_workdir', '/not/yet/teacher')])
   rates = {'default': 100.0, 'no_ynn_conv': 150.0}
   monkeypatch.setattr(
@@ -154,7 +155,7 @@ def test_the_default_mode_is_auto_unless_the_environment_says(monkeypatch):
 
 def test_a_named_choice_is_appended_to_the_users_flags(monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
-  xla_cpu_flags.apply(config_lib.load(SMOKE), 'no_ynn_conv')
+  xla_cpu_flags.apply(files.load(SMOKE), 'no_ynn_conv')
   assert os.environ['XLA_FLAGS'] == (
       '--xla_force_host_platform_device_count=2 '
       + xla_cpu_flags.CANDIDATES['no_ynn_conv'])
@@ -163,7 +164,7 @@ def test_a_named_choice_is_appended_to_the_users_flags(monkeypatch):
 def test_an_unknown_choice_is_a_user_error():
   with pytest.raises(errors.UserError, match=r"--xla_cpu_flags='fastest'.*"
                      r"expected auto or one of \[.*'no_ynn_conv'"):
-    xla_cpu_flags.apply(config_lib.load(SMOKE), 'fastest')
+    xla_cpu_flags.apply(files.load(SMOKE), 'fastest')
 
 
 def test_launch_times_each_candidate_once_then_uses_the_cache(

@@ -23,11 +23,11 @@ import sys
 
 import jax
 
-from bonnkd import checkpointing
-from bonnkd import inspect as bonnkd_inspect
-from bonnkd import input_pipeline
-from bonnkd import report
 from bonnkd import train
+from bonnkd.data import input_pipeline
+from bonnkd.run import checkpoints
+from bonnkd.tools import inspect as bonnkd_inspect
+from bonnkd.tools import report
 from tests.conftest import tiny_config
 
 jax.config.update('jax_disable_most_optimizations', True)
@@ -67,14 +67,14 @@ def use(data, workdir, student_dir):
 
 
 def kill_while_saving(config, workdir, at_step=30):
-  real_write_digest = checkpointing._write_digest  # pylint: disable=protected-access
+  real_write_digest = checkpoints._write_digest  # pylint: disable=protected-access
 
   def write_or_die(step_dir):
     if os.path.basename(step_dir) == str(at_step):
       os.kill(os.getpid(), signal.SIGKILL)
     real_write_digest(step_dir)
 
-  checkpointing._write_digest = write_or_die  # pylint: disable=protected-access
+  checkpoints._write_digest = write_or_die  # pylint: disable=protected-access
   train.train_and_evaluate(config, workdir)
 
 

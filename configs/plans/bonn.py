@@ -2,7 +2,7 @@
 
 Variants, same model, epochs and seeds: ``plain`` (lambda = theta = 0),
 ``kernel`` (lambda > 0) and ``kernel_feature`` (both, BONN's recipe), each
-with the weights of ``bonnkd.config_lib.bonn_recipe``. BONN reports
+with the weights of ``configs.recipes.bonn_recipe``. BONN reports
 84.97% / 86.23% / 87.34% for its WRN-22 (its 200-epoch schedule).
 
 Stages (``configs/plans/bonn.py:<stage>``):
@@ -16,11 +16,11 @@ Stages (``configs/plans/bonn.py:<stage>``):
 * ``cpu_select`` -- on 2 CPU cores, val only: lambda alone and theta alone,
   each over three decades, next to plain, and lambda with the kernel loss
   held off the modulation (``kernel_latent``: not BONN's; see
-  ``bonnkd/bayesian_losses.py``), for ``SELECT_EPOCHS`` epochs of
+  ``bonnkd/binary/bayesian_losses.py``), for ``SELECT_EPOCHS`` epochs of
   the ``bonn_cpu`` recipe at a proxy 4x faster, WRN-10-2 (the grid at
   WRN-16-3 would take 7 hours). Both losses act per weight and per feature
   (sums over weights, a mean over examples), so their weights do not scale
-  with the width. The weights in ``bonnkd.config_lib`` came from this
+  with the width. The weights in ``configs/recipes.py`` came from this
   stage (results/bonn/README.md).
 
 Commands (the data path is this machine's)::

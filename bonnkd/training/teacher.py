@@ -7,6 +7,7 @@ The teacher is only ever applied with ``train=False`` (running statistics)
 and its logits pass through ``stop_gradient``: it is never updated.
 """
 
+from collections.abc import Callable
 import dataclasses
 from typing import Any
 
@@ -16,9 +17,10 @@ import ml_collections
 
 from bonnkd import errors
 from bonnkd import models
-from bonnkd import run_dir
+from bonnkd.run import run_dir
+from bonnkd.training import train_state
 
-__all__ = ['Teacher', 'load_teacher']
+__all__ = ['Teacher', 'load_teacher', 'bind_variables']
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,16 +49,33 @@ def load_teacher(workdir: str, sharding=None) -> Teacher:
   Raises:
     errors.NotARunError: ``workdir`` is not a bonnkd run, or holds no
       checkpoint.
-    checkpointing.CheckpointMismatchError: its checkpoint does not fit the
+    checkpoints.CheckpointMismatchError: its checkpoint does not fit the
       model of its config.json.
   """
   try:
-    config = run_dir.read_config(workdir)
-    model = models.create_model(config.model,
-                                dtype=config.get('dtype', 'float32'))
-    step, variables = run_dir.restore_variables(workdir, 'best', sharding)
+    run = run_dir.RunDir.open(workdir)
+    model = models.create_model(run.config.model, dtype=run.config.dtype)
+    step, variables = train_state.restore_variables(run, 'best', sharding)
   except errors.UserError as e:
     raise type(e)(f'config.kd.teacher_workdir={workdir!r}: {e} Train a '
                   'teacher first (e.g. configs/teacher_resnet18.py) and pass '
                   'its --workdir.') from e
-  return Teacher(model=model, variables=variables, config=config, step=step)
+  return Teacher(model=model, variables=variables, config=run.config,
+                 step=step)
+
+
+def bind_variables(jitted: Callable, teacher: Teacher | None, mesh):
+  """``f(*args) = jitted(*args, teacher_variables)``.
+
+  The teacher's variables (``{}`` without a teacher) are put on ``mesh``
+  replicated once, and passed to the compiled function as an argument, not
+  folded into it as constants. The train step and the eval step both
+  take them last.
+  """
+  teacher_variables = (jax.device_put(teacher.variables, mesh.replicated)
+                       if teacher else {})
+
+  def bound(*args):
+    return jitted(*args, teacher_variables)
+
+  return bound

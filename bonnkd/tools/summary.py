@@ -13,7 +13,7 @@ for everything else) and multiply-accumulates per image, split into
 Totals follow the Bi-Real Net / ReActNet convention: FLOPs are the
 full-precision MACs and ``OPs = FLOPs + BOPs / 64``.
 
-  python -m bonnkd.summary --config configs/phase1_bonn_wrn.py:cpu
+  python -m bonnkd.tools.summary --config configs/phase1_bonn_wrn.py:cpu
 """
 
 from collections.abc import Sequence
@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from bonnkd import errors
-from bonnkd import layers
 from bonnkd import models
+from bonnkd.binary import layers
 
 __all__ = ['LayerCost', 'layer_costs', 'totals', 'format_table']
 

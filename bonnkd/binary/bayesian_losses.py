@@ -74,14 +74,14 @@ def _mode_statistics(kernel: jax.Array):
 
 
 def kernel_loss(kernel: jax.Array, scale: jax.Array, nu: float,
-                train_scale: bool = True):
+                trains_modulation: bool = True):
   """BONN's kernel loss of one 1-bit conv layer, without lambda.
 
   Args:
     kernel: the latent kernel, (kh, kw, C_in, C_out).
     scale: the modulation vector ``w``, (C_out,).
     nu: weight of the Gaussian-mixture prior.
-    train_scale: whether the loss has a gradient on ``scale`` (BONN's);
+    trains_modulation: whether the loss has a gradient on ``scale`` (BONN's);
       False holds it constant.
 
   Returns:
@@ -89,7 +89,7 @@ def kernel_loss(kernel: jax.Array, scale: jax.Array, nu: float,
     1/2 (reconstruction + nu (prior + log_det)), each summed over the
     layer's kernels.
   """
-  if not train_scale:
+  if not trains_modulation:
     scale = jax.lax.stop_gradient(scale)
   reconstruction = jnp.sum((kernel - scale * jnp.sign(kernel)) ** 2)
   mu_pos, mu_neg, psi = _mode_statistics(kernel)
@@ -102,19 +102,19 @@ def kernel_loss(kernel: jax.Array, scale: jax.Array, nu: float,
 
 
 def network_kernel_loss(params, nu: float,
-                        train_modulation: bool = True) -> jax.Array:
+                        trains_modulation: bool = True) -> jax.Array:
   """The kernel loss summed over every layer with a modulation vector.
 
   Those are the 1-bit convs of ``weight_scale='modulation'`` (BONN's
   setting): each holds ``kernel`` and ``modulation`` side by side.
-  ``train_modulation=False`` gives the loss no gradient on the modulations.
+  ``trains_modulation=False`` gives the loss no gradient on the modulations.
   """
   total = jnp.zeros((), jnp.float32)
   def visit(tree):
     nonlocal total
     if 'modulation' in tree and 'kernel' in tree:
       total = total + kernel_loss(tree['kernel'], tree['modulation'], nu,
-                                  train_modulation)[0]
+                                  trains_modulation)[0]
     for value in tree.values():
       if isinstance(value, dict):
         visit(value)

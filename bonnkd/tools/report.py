@@ -1,6 +1,6 @@
 """Figures and the comparison table of finished runs.
 
-  python -m bonnkd.report runs/p1 runs/kd runs/alone --out results/report
+  python -m bonnkd.tools.report runs/p1 runs/kd runs/alone --out results/report
 
 For each run (a directory written by ``train_and_evaluate``):
 
@@ -14,7 +14,7 @@ and for all runs together ``comparison.md`` / ``comparison.csv``: run,
 phase, model, test and val accuracy (from ``final.json``), parameters, share
 of 1-bit parameters and of 1-bit conv weights, size as float32 and with
 1-bit weights, FLOPs, BOPs and OPs = FLOPs + BOPs/64 per image
-(:mod:`bonnkd.summary`).
+(:mod:`bonnkd.tools.summary`).
 
 The test split is read from the run's own ``config.data``; ``--data_source``
 and ``--data_dir`` point elsewhere (another machine's copy).
@@ -30,13 +30,14 @@ import matplotlib
 import numpy as np
 
 from bonnkd import errors
-from bonnkd import evaluation
-from bonnkd import input_pipeline
-from bonnkd import metric_logging
 from bonnkd import models
-from bonnkd import run_dir as run_dir_lib
-from bonnkd import sharding
-from bonnkd import summary
+from bonnkd.data import input_pipeline
+from bonnkd.run import run_dir as run_dir_lib
+from bonnkd.tools import summary
+from bonnkd.tools import tables
+from bonnkd.training import evaluation
+from bonnkd.training import sharding
+from bonnkd.training import train_state
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -50,22 +51,14 @@ TABLE_COLUMNS = ('run', 'phase', 'model', 'test_accuracy', 'val_accuracy',
                  'size_1bit_bits', 'flops', 'bops', 'ops')
 
 
-def load_run(run_dir: str):
+def load_run(path: str):
   """(config, final, metrics records) of a finished run.
 
   Raises:
     errors.NotARunError: not a run directory, or not finished.
   """
-  run_dir = run_dir_lib.resolve(run_dir)
-  config = run_dir_lib.read_config(run_dir)
-  final = run_dir_lib.read_final(run_dir)
-  if final is None:
-    raise errors.NotARunError(
-        f'{run_dir!r} has no {run_dir_lib.FINAL_FILE}: the run is not '
-        'finished (run its launch.py command again to finish it).')
-  records = metric_logging.read_jsonl(
-      os.path.join(run_dir, run_dir_lib.METRICS_FILE))
-  return config, final, records
+  run = run_dir_lib.RunDir.open(path)
+  return run.config, run.finished_final(), run.metrics()
 
 
 def epoch_curves(records):
@@ -99,12 +92,11 @@ def confusion_matrix(labels, predictions, num_classes: int = 10):
 def split_predictions(config, variables, split, batch_size: int = 500):
   """Predictions of a model (eval mode) on every example of ``split``.
 
-  The same :mod:`bonnkd.evaluation` that training uses, on all devices here.
+  The same :mod:`bonnkd.training.evaluation` that training uses, on all devices here.
   """
   mesh = sharding.DataParallelMesh()
   batch_size -= batch_size % mesh.size
-  model = models.create_model(config.model,
-                              dtype=config.get('dtype', 'float32'))
+  model = models.create_model(config.model, dtype=config.dtype)
   eval_fn = evaluation.make_eval_fn(model, mesh)
   variables = jax.device_put(variables, mesh.replicated)
   _, predictions = evaluation.evaluate(eval_fn, variables, split, batch_size,
@@ -123,10 +115,9 @@ def comparison_rows(run_dirs):
       model = f'WRN-{config.model.depth}-{config.model.width}'
     else:
       model = f'ResNet {list(config.model.stage_sizes)}x{list(config.model.widths)}'
-    binarize = config.model.get('binarize', 'none')
-    if binarize != 'none':
-      model += f' ({binarize}, {config.model.binarize_what})'
-    if config.get('kd') and config.kd.get('enabled'):
+    if config.model.binarize != 'none':
+      model += f' ({config.model.binarize}, {config.model.binarize_what})'
+    if config.kd.enabled:
       model += ' + KD'
     rows.append({
         'run': os.path.basename(os.path.normpath(run_dir)),
@@ -151,20 +142,17 @@ def _percent(value) -> str:
 
 
 def _markdown(rows) -> str:
-  header = ('| run | phase | model | test acc % | val acc % | params | '
-            '1-bit share | 1-bit conv weights | size float32 (KiB) | '
-            'size 1-bit (KiB) | FLOPs | BOPs | OPs |')
-  lines = [header, '|' + ' --- |' * 13]
-  for r in rows:
-    lines.append(
-        f'| {r["run"]} | {r["phase"]} | {r["model"]} | '
-        f'{_percent(r["test_accuracy"])} | {_percent(r["val_accuracy"])} | '
-        f'{r["params"]:,} | {100 * r["binary_share"]:.1f}% | '
-        f'{100 * r["binary_conv_share"]:.1f}% | '
-        f'{r["size_float32_bits"] / 8 / 1024:,.1f} | '
-        f'{r["size_1bit_bits"] / 8 / 1024:,.1f} | {r["flops"]:,} | '
-        f'{r["bops"]:,} | {r["ops"]:,.0f} |')
-  return '\n'.join(lines) + '\n'
+  return tables.markdown(
+      ('run', 'phase', 'model', 'test acc %', 'val acc %', 'params',
+       '1-bit share', '1-bit conv weights', 'size float32 (KiB)',
+       'size 1-bit (KiB)', 'FLOPs', 'BOPs', 'OPs'),
+      [(r['run'], r['phase'], r['model'], _percent(r['test_accuracy']),
+        _percent(r['val_accuracy']), f'{r["params"]:,}',
+        f'{100 * r["binary_share"]:.1f}%',
+        f'{100 * r["binary_conv_share"]:.1f}%',
+        f'{r["size_float32_bits"] / 8 / 1024:,.1f}',
+        f'{r["size_1bit_bits"] / 8 / 1024:,.1f}', f'{r["flops"]:,}',
+        f'{r["bops"]:,}', f'{r["ops"]:,.0f}') for r in rows])
 
 
 def _plot_curves(curves, title, path):
@@ -225,7 +213,7 @@ def write_report(run_dirs, out_dir, data_source=None, data_dir=None):
     if data_dir:
       data_config.dir = data_dir
     test = input_pipeline.load_splits(data_config)['test']
-    _, variables = run_dir_lib.restore_variables(run_dir, 'best')
+    _, variables = train_state.restore_variables(run_dir, 'best')
     cm = confusion_matrix(test.labels,
                           split_predictions(config, variables, test))
     _plot_confusion(cm, f'{name}: test confusion (row-normalised)',

@@ -9,13 +9,13 @@ them on) made the WRN-16-1 train step 1.21x and BONN's W1A1 WRN-16-3 step
 wrong on the next CPU, so ``launch.py --xla_cpu_flags=auto`` (the default)
 measures instead:
 
-1. the choice cached for this machine (:func:`bonnkd.machine.key`) and this
+1. the choice cached for this machine (:func:`bonnkd.cpu.machine.key`) and this
    model, batch and dtype (:func:`model_key`), if there is one;
 2. else, for a run of at least ``MIN_STEPS`` steps (a shorter one would not
    earn back the measurement, ~2 compilations) whose data is there
-   (:func:`bonnkd.input_pipeline.ensure_available`), one child process per
+   (:func:`bonnkd.data.input_pipeline.ensure_available`), one child process per
    candidate in ``AUTO_CANDIDATES`` times the config's train step
-   (:func:`bonnkd.step_timing.step_timer`) -- XLA reads ``XLA_FLAGS`` once,
+   (:func:`bonnkd.cpu.step_timing.step_timer`) -- XLA reads ``XLA_FLAGS`` once,
    when its backend starts, so each flag set needs a process of its own --
    and the fastest wins if it beats XLA's default by ``MARGIN`` (below that
    is the noise of these machines). The result is cached in
@@ -40,11 +40,11 @@ import tempfile
 
 from absl import logging
 
-from bonnkd import config_lib
 from bonnkd import errors
-from bonnkd import input_pipeline
-from bonnkd import machine
-from bonnkd import run_dir
+from bonnkd.config import defaults
+from bonnkd.cpu import machine
+from bonnkd.data import input_pipeline
+from bonnkd.run import run_dir
 
 __all__ = ['CANDIDATES', 'AUTO_CANDIDATES', 'MIN_STEPS', 'MARGIN',
            'MODE_ENV', 'default_mode', 'model_key', 'estimated_steps',
@@ -97,7 +97,7 @@ def model_key(config) -> str:
   """
   return json.dumps({'model': config.model.to_dict(),
                      'batch_size': config.batch_size,
-                     'dtype': config.get('dtype', 'float32')}, sort_keys=True)
+                     'dtype': config.dtype}, sort_keys=True)
 
 
 def estimated_steps(config) -> int:
@@ -105,14 +105,13 @@ def estimated_steps(config) -> int:
   num_train = _CIFAR10_TRAIN - config.data.num_val
   if config.data.train_limit > 0:
     num_train = min(num_train, config.data.train_limit)
-  return config_lib.num_train_steps(config, num_train)
+  return defaults.num_train_steps(config, num_train)
 
 
 def _missing_teacher(config) -> str | None:
   """A teacher run the run will not find, before timing for it."""
   teacher = config.kd.teacher_workdir
-  if config.kd.enabled and not os.path.isfile(
-      os.path.join(teacher, run_dir.CONFIG_FILE)):
+  if config.kd.enabled and not run_dir.is_run(teacher):
     return f'no teacher run in config.kd.teacher_workdir={teacher!r}'
   return None
 
@@ -121,7 +120,7 @@ def _child_main(config_path: str, steps: int) -> None:
   """In a child (its XLA_FLAGS read at backend start): backend and img/s."""
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from bonnkd import step_timing  # pylint: disable=g-import-not-at-top
+  from bonnkd.cpu import step_timing  # pylint: disable=g-import-not-at-top
   backend = jax.default_backend()
   result = {'backend': backend, 'images_per_sec': None}
   if backend == 'cpu':
@@ -149,7 +148,7 @@ def time_in_child(flags: str, config, steps: int = STEPS) -> dict:
     with open(path, 'w') as f:
       json.dump(config.to_dict(), f)
     out = subprocess.run(
-        [sys.executable, '-m', 'bonnkd.xla_cpu_flags', path, str(steps)],
+        [sys.executable, '-m', 'bonnkd.cpu.xla_cpu_flags', path, str(steps)],
         env=env, capture_output=True, text=True, check=False)
   if out.returncode:
     raise RuntimeError(
@@ -187,7 +186,7 @@ def choose(config, candidates=AUTO_CANDIDATES, measure: bool = True,
 
   Raises:
     input_pipeline.DataNotFoundError: with ``check_inputs``, no data in
-      ``config.data`` (:func:`bonnkd.input_pipeline.ensure_available`).
+      ``config.data`` (:func:`bonnkd.data.input_pipeline.ensure_available`).
   """
   cache = machine.read_cache(_CACHE_NAME)
   mkey, key = machine.key(), model_key(config)

@@ -3,10 +3,10 @@
 The fastest convolution lowering and the fastest XLA:CPU flags depend on the
 CPU (two EPYC generations that a virtual machine names alike differed), the
 core count, the jax version and the XLA_FLAGS already set. :func:`key` names
-all of them; :mod:`bonnkd.conv_autotune` and :mod:`bonnkd.xla_cpu_flags` key
+all of them; :mod:`bonnkd.cpu.conv_autotune` and :mod:`bonnkd.cpu.xla_cpu_flags` key
 their caches (``$BONNKD_CACHE_DIR``, default ``~/.cache/bonnkd``) by it.
 
-Nothing here starts JAX's backend: :mod:`bonnkd.xla_cpu_flags` uses it
+Nothing here starts JAX's backend: :mod:`bonnkd.cpu.xla_cpu_flags` uses it
 before the backend starts.
 """
 
@@ -16,6 +16,8 @@ import os
 import platform
 
 from absl import logging
+
+from bonnkd import fileio
 
 __all__ = ['cpu_name', 'key', 'cache_file', 'read_cache', 'write_cache']
 
@@ -82,8 +84,6 @@ def write_cache(name: str, cache: dict) -> None:
   path = cache_file(name)
   try:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + '.tmp', 'w') as f:
-      json.dump(cache, f, indent=1, sort_keys=True)
-    os.replace(path + '.tmp', path)
-  except OSError as e:
+    fileio.write_json(path, cache, indent=1)
+  except OSError as e:  # errors.StorageError is one.
     logging.warning('Could not write the cache %s: %s', path, e)

@@ -1,16 +1,18 @@
 """Inspect a bonnkd checkpoint: steps, config, parameter tree, 1-bit layers.
 
-  python -m bonnkd.inspect runs/p1              # a run directory
-  python -m bonnkd.inspect runs/p1/checkpoints  # or its checkpoint folder
+  python -m bonnkd.tools.inspect runs/p1              # a run directory
+  python -m bonnkd.tools.inspect runs/p1/checkpoints  # or its checkpoint folder
 
 Prints the available steps (latest and best by val accuracy), the saved
 config, every parameter with shape, dtype and count, and for each binarized
 layer the fraction of +1 weights (sign of the latent kernel), mean |w| and
 its modulation vector next to XNOR's scale of the same kernel (mean |w| per
 output channel, the optimum of BONN's reconstruction term
-``||k - w o sign(k)||^2``: :mod:`bonnkd.bayesian_losses`), so one sees how
-far training has moved the modulation from it. Everything is read with orbax
-alone; see the README for the few lines of plain orbax that do the same.
+``||k - w o sign(k)||^2``: :mod:`bonnkd.binary.bayesian_losses`), so one sees how
+far training has moved the modulation from it. The checkpoint is restored
+through the run's own config (``bonnkd.training.train_state.restore``);
+the README and ``bonnkd/run/checkpoints.py`` show the few lines of plain
+orbax that read one without bonnkd.
 """
 
 import json
@@ -19,12 +21,13 @@ import sys
 import flax
 import numpy as np
 
-from bonnkd import checkpointing
 from bonnkd import errors
 from bonnkd import models
-from bonnkd import quantizers
-from bonnkd import run_dir
-from bonnkd import summary
+from bonnkd.binary import quantizers
+from bonnkd.run import checkpoints
+from bonnkd.run import run_dir
+from bonnkd.tools import summary
+from bonnkd.training import train_state
 
 __all__ = ['describe', 'binary_layers']
 
@@ -42,19 +45,17 @@ def describe(path: str) -> str:
     errors.NotARunError: ``path`` is not a run directory or its checkpoints/
       folder, or holds no checkpoint.
   """
-  directory = run_dir.resolve(path)
-  config = run_dir.read_config(directory)
-  manager = checkpointing.create_manager(directory, read_only=True)
-  steps = manager.all_steps()
-  best, latest = manager.best_step(), manager.latest_step()
-  manager.close()
+  run = run_dir.RunDir.open(path)
+  config = run.config
+  with run.checkpoints(read_only=True) as ckpts:
+    steps = ckpts.all_steps()
+    best, latest = ckpts.best_step(), ckpts.latest_step()
   if latest is None:
-    raise checkpointing.NoCheckpointError(
-        f'{directory!r} holds no checkpoint yet.')
-  lines = [f'run: {directory}',
-           f'steps: {list(steps)} (latest {latest}, best by val {best})',
+    raise checkpoints.NoCheckpointError(f'{run.path!r} holds no checkpoint yet.')
+  lines = [f'run: {run.path}',
+           f'steps: {steps} (latest {latest}, best by val {best})',
            'config:', json.dumps(config.to_dict(), indent=2, sort_keys=True)]
-  step, variables = run_dir.restore_variables(directory, 'best')
+  step, variables = train_state.restore_variables(run, 'best')
   lines.append(f'parameters of step {step}:')
   flat = flax.traverse_util.flatten_dict(variables['params'], sep='/')
   for name, value in flat.items():

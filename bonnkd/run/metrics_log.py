@@ -16,11 +16,9 @@ from typing import Any
 from absl import logging
 
 from bonnkd import errors
-from bonnkd import run_dir
+from bonnkd import fileio
 
-__all__ = ['MetricsLog', 'read_jsonl', 'METRICS_FILE']
-
-METRICS_FILE = run_dir.METRICS_FILE
+__all__ = ['MetricsLog', 'read_jsonl']
 
 
 def _parse_lines(path: str):
@@ -50,8 +48,10 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
 class MetricsLog:
   """Appends records to ``metrics.jsonl`` and mirrors scalars to TensorBoard.
 
+  Made by :meth:`bonnkd.run.run_dir.RunDir.open_metrics_log`.
+
   Args:
-    workdir: the run directory.
+    path: the run's ``metrics.jsonl``; TensorBoard events go beside it.
     resume_step: the step training resumes from (0 for a new run). Records
       past it belong to steps that will be replayed, identically, and are
       dropped so the file has one record per (step, split).
@@ -59,9 +59,9 @@ class MetricsLog:
     is_main: only the main process writes files.
   """
 
-  def __init__(self, workdir: str, resume_step: int = 0,
+  def __init__(self, path: str, resume_step: int = 0,
                tensorboard: bool = True, is_main: bool = True):
-    self.path = os.path.join(workdir, METRICS_FILE)
+    self.path = path
     self.is_main = is_main
     records, bad_lines = _parse_lines(self.path)
     # The test record is written once training ends; a rerun writes it anew.
@@ -74,18 +74,11 @@ class MetricsLog:
       logging.info('Resuming at step %d: dropping %d records past it.',
                    resume_step, len(records) - len(kept))
       # Atomically: a full disk here leaves the old file, not half of it.
-      tmp = self.path + '.tmp'
-      try:
-        with open(tmp, 'w') as f:
-          f.writelines(json.dumps(r) + '\n' for r in kept)
-        os.replace(tmp, self.path)
-      except OSError as e:
-        raise errors.StorageError(
-            f'Could not rewrite {self.path}: {e}. It is unchanged.') from e
+      fileio.write_text(self.path, ''.join(json.dumps(r) + '\n' for r in kept))
     self._start = time.time()
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
     self.writer = metric_writers.create_default_writer(
-        workdir, just_logging=not (is_main and tensorboard),
+        os.path.dirname(path), just_logging=not (is_main and tensorboard),
         asynchronous=False)
 
   @property

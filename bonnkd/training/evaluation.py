@@ -14,24 +14,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bonnkd import augment
-from bonnkd import input_pipeline
-from bonnkd import losses
-from bonnkd import sharding as sharding_lib
+from bonnkd.data import augment
+from bonnkd.data import input_pipeline
+from bonnkd.training import losses
+from bonnkd.training import sharding as sharding_lib
+from bonnkd.training import teacher as teacher_lib
 
-__all__ = ['eval_step', 'make_eval_fn', 'evaluate', 'variables_of']
-
-
-def variables_of(state):
-  """The model variables ``{'params', 'batch_stats'}`` of a train state."""
-  return {'params': state.params, 'batch_stats': state.batch_stats}
+__all__ = ['eval_step', 'make_eval_fn', 'evaluate']
 
 
 def eval_step(variables, images, labels, mask, teacher_variables=None, *,
               model, teacher=None, temperature: float = 1.0):
   """Masked sums over one eval batch (BatchNorm uses running statistics).
 
-  With a teacher (``bonnkd.teacher.Teacher``), also the student-teacher
+  With a teacher (``bonnkd.training.teacher.Teacher``), also the student-teacher
   top-1 agreement and the KL term of the KD loss at ``temperature``.
 
   Returns:
@@ -63,19 +59,12 @@ def make_eval_fn(model, mesh: sharding_lib.DataParallelMesh, teacher=None,
   sharded over 'data'. The teacher's variables are an argument of the
   compiled function, not constants folded into it.
   """
-  teacher_variables = (jax.device_put(teacher.variables, mesh.replicated)
-                       if teacher else {})
-  jitted = jax.jit(
+  return teacher_lib.bind_variables(jax.jit(
       functools.partial(eval_step, model=model, teacher=teacher,
                         temperature=temperature),
       in_shardings=(mesh.replicated, mesh.batch, mesh.batch, mesh.batch,
                     mesh.replicated),
-      out_shardings=(mesh.replicated, mesh.replicated))
-
-  def eval_fn(variables, images, labels, mask):
-    return jitted(variables, images, labels, mask, teacher_variables)
-
-  return eval_fn
+      out_shardings=(mesh.replicated, mesh.replicated)), teacher, mesh)
 
 
 def evaluate(eval_fn: Callable, variables, split: input_pipeline.Split,

@@ -14,11 +14,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bonnkd import config_lib
 from bonnkd import models
+from bonnkd.config import defaults
+from bonnkd.run import run_dir as run_dir_lib
 
 __all__ = ['TrainState', 'learning_rate_fn', 'create_optimizer',
-           'create_train_state', 'abstract_train_state', 'IMAGE_SHAPE']
+           'create_train_state', 'abstract_train_state', 'variables_of',
+           'restore', 'restore_variables', 'IMAGE_SHAPE']
 
 IMAGE_SHAPE = (32, 32, 3)
 
@@ -32,7 +34,7 @@ class TrainState(train_state.TrainState):
 
 def learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
   """Linear warmup from 0 to ``optim.lr``, then cosine decay to 0."""
-  total = config_lib.num_train_steps(config,
+  total = defaults.num_train_steps(config,
                                      steps_per_epoch * config.batch_size)
   warmup = int(config.optim.warmup_epochs * steps_per_epoch)
   return optax.warmup_cosine_decay_schedule(
@@ -80,7 +82,7 @@ def create_train_state(rng, model, tx, image_shape=IMAGE_SHAPE,
 
 def uses_class_stats(config) -> bool:
   """Whether ``config``'s state holds BONN's class statistics."""
-  return config.get('bonn', {}).get('feature_weight', 0.0) > 0
+  return config.bonn.feature_weight > 0
 
 
 def abstract_train_state(config, sharding=None) -> TrainState:
@@ -108,3 +110,43 @@ def abstract_train_state(config, sharding=None) -> TrainState:
   return jax.tree.map(
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
       shapes)
+
+
+def variables_of(state):
+  """The model variables ``{'params', 'batch_stats'}`` of a train state."""
+  return {'params': state.params, 'batch_stats': state.batch_stats}
+
+
+def restore(run, which: str = 'best', sharding=None):
+  """The train state of a run's best (or latest) checkpoint.
+
+  Restored onto the abstract state of the run's own config, placed as
+  asked, so a checkpoint moves between machines with any number of devices.
+
+  Args:
+    run: a :class:`bonnkd.run.run_dir.RunDir`, or the path of a run
+      directory (or of its checkpoints/ folder).
+    which: 'best' (by val accuracy) or 'latest'.
+    sharding: where to place every array, e.g. a mesh's replicated
+      sharding; None: this process's first local device.
+
+  Returns:
+    (step, TrainState with ``apply_fn`` and ``tx`` unset).
+
+  Raises:
+    errors.NotARunError: not a run directory, or it holds no checkpoint.
+    checkpoints.CheckpointMismatchError: the checkpoint does not fit the
+      model of its config.json.
+  """
+  if not isinstance(run, run_dir_lib.RunDir):
+    run = run_dir_lib.RunDir.open(run)
+  return run.restore(abstract_train_state(run.config, sharding), which)
+
+
+def restore_variables(run, which: str = 'best', sharding=None):
+  """(step, ``{'params', 'batch_stats'}``) of a run's checkpoint.
+
+  As :func:`restore`, without the optimizer state.
+  """
+  step, state = restore(run, which, sharding)
+  return step, variables_of(state)

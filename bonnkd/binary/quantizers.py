@@ -6,7 +6,7 @@ real tensor to {-1, +1} in the forward pass and defines, with
 
 Usage::
 
-    from bonnkd import quantizers
+    from bonnkd.binary import quantizers
 
     q = quantizers.get_quantizer('ste_sign')
     w_b = q(w)                                   # values in {-1, +1}

@@ -5,7 +5,7 @@ www.cs.toronto.edu and has no manual-download path. Where there is no
 internet (a cluster, these development machines), copy that archive there and
 run::
 
-  python -m bonnkd.prepare_tfds --archive cifar-10-binary.tar.gz \
+  python -m bonnkd.data.prepare_tfds --archive cifar-10-binary.tar.gz \
       --data_dir ~/tensorflow_datasets
 
 then train with ``--config.data.source=tfds --config.data.dir=<data_dir>``.

@@ -16,7 +16,7 @@ step alone: epoch ``e`` visits the train images in the order of a
 permutation seeded by ``(seed, e)``. Resuming at step ``s``
 therefore replays exactly the batches an uninterrupted run would have seen,
 with no iterator state to checkpoint. Augmentation runs on the accelerator
-inside the jitted step (:mod:`bonnkd.augment`), so two host cores are not
+inside the jitted step (:mod:`bonnkd.data.augment`), so two host cores are not
 spent on it.
 
 The validation split is ``num_val`` train images drawn by ``split_seed``; the
@@ -35,8 +35,8 @@ import tarfile
 
 import numpy as np
 
-from bonnkd import config_lib
 from bonnkd import errors
+from bonnkd.config import validation
 
 __all__ = [
     'CLASS_NAMES',
@@ -48,7 +48,6 @@ __all__ = [
     'ensure_available',
     'load_splits',
     'train_indices',
-    'train_batch',
     'eval_batches',
 ]
 
@@ -70,13 +69,13 @@ class DataError(errors.UserError):
 def validate_config(data_config) -> None:
   """Checks ``config.data``; raises a ConfigError naming the key."""
   d = data_config
-  config_lib.check(d.source in SOURCES, 'data.source', d.source,
+  validation.check(d.source in SOURCES, 'data.source', d.source,
                    f'one of {SOURCES}')
-  config_lib.check(d.source == 'tfds' or bool(d.dir), 'data.dir', d.dir,
+  validation.check(d.source == 'tfds' or bool(d.dir), 'data.dir', d.dir,
                    f'the path of the data for data.source={d.source!r}')
-  config_lib.check(d.num_val >= 0, 'data.num_val', d.num_val,
+  validation.check(d.num_val >= 0, 'data.num_val', d.num_val,
                    'an integer >= 0')
-  config_lib.check(d.crop_padding >= 0, 'data.crop_padding', d.crop_padding,
+  validation.check(d.crop_padding >= 0, 'data.crop_padding', d.crop_padding,
                    'an integer >= 0')
 
 
@@ -104,7 +103,7 @@ _HOW_TO_SET = (
     '(split/class/image tree), or --config.data.source=tarball '
     '--config.data.dir=PATH/cifar-10-python.tar.gz, or '
     '--config.data.source=tfds with internet access or a config.data.dir '
-    '(tfds data_dir) prepared offline by python -m bonnkd.prepare_tfds.'
+    '(tfds data_dir) prepared offline by python -m bonnkd.data.prepare_tfds.'
 )
 
 
@@ -270,7 +269,7 @@ def split_train_val(train: Split, num_val: int, seed: int):
 def ensure_available(data_config) -> None:
   """Raises now, before anything costly, where there is no data to read.
 
-  Before launch.py times XLA:CPU's flags (:func:`bonnkd.xla_cpu_flags.choose`,
+  Before launch.py times XLA:CPU's flags (:func:`bonnkd.cpu.xla_cpu_flags.choose`,
   minutes of compilation): the folder's ``train`` and ``test`` folders or
   the tarball exist, and tfds's cifar10 is prepared in its data_dir,
   downloaded now if it is not, as ``tfds.load`` would (offline, tfds retried
@@ -338,18 +337,6 @@ def train_indices(num_examples: int, step: int, batch_size: int, seed: int,
   local = batch_size // process_count
   return batch[process_index * local:(process_index + 1) * local].astype(
       np.int32)
-
-
-def train_batch(split: Split, step: int, batch_size: int, seed: int,
-                process_index: int = 0, process_count: int = 1):
-  """The host-local rows of ``step``'s batch (:func:`train_indices`).
-
-  Returns:
-    (images uint8 (b/n, 32, 32, 3), labels int32 (b/n,)).
-  """
-  idx = train_indices(len(split), step, batch_size, seed, process_index,
-                      process_count)
-  return split.images[idx], split.labels[idx]
 
 
 def eval_batches(split: Split, batch_size: int, process_index: int = 0,

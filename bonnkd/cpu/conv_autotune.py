@@ -6,15 +6,15 @@ convolution 1.3-4x on 32x32 maps; on an Intel Xeon with AVX-512, and on a
 newer EPYC, the native one wins (``results/README.md``). So ``conv_impl=
 'auto'`` does not follow a rule written in code: :func:`tune` times both
 lowerings (forward and backward, jitted) for every convolution shape of a
-model at its batch size, once per machine, and :mod:`bonnkd.layers` uses the
+model at its batch size, once per machine, and :mod:`bonnkd.binary.layers` uses the
 winner of each shape. Results are cached in a JSON file keyed by
-:func:`bonnkd.machine.key` (the CPU, the core count, the jax version and any
+:func:`bonnkd.cpu.machine.key` (the CPU, the core count, the jax version and any
 XLA_FLAGS; ``$BONNKD_CACHE_DIR``, default
 ``~/.cache/bonnkd/conv_autotune.json``), so a run pays the few seconds of
 measurement only the first time on a machine. GPU and TPU keep the native
 convolution (cuDNN, the TPU's convolution unit) and are not tuned.
 
-  from bonnkd import conv_autotune
+  from bonnkd.cpu import conv_autotune
   conv_autotune.tune(model, batch_size=128)   # before jitting the model
 """
 
@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bonnkd import layers
-from bonnkd import machine
+from bonnkd.binary import layers
+from bonnkd.cpu import machine
 
 __all__ = ['conv_shapes', 'time_lowering', 'tune', 'cache_path']
 
@@ -89,7 +89,7 @@ def tune(model: nn.Module, batch_size: int) -> dict[str, str]:
   """Chooses native or im2col for each conv shape of ``model`` on this CPU.
 
   Measures the shapes not yet in the cache, then installs the choices for
-  ``conv_impl='auto'`` (:func:`bonnkd.layers.use_cpu_conv_plan`). No-op on
+  ``conv_impl='auto'`` (:func:`bonnkd.binary.layers.use_cpu_conv_plan`). No-op on
   GPU and TPU, and for a model whose ``conv_impl`` is not 'auto'.
 
   Returns:

@@ -7,7 +7,7 @@ XNOR-Net / MCN / BONN::
     y = conv(q(x), q(W)) * s
 
 where ``q`` is a sign quantizer with a surrogate gradient
-(:mod:`bonnkd.quantizers`) and ``s`` a per-output-channel scale:
+(:mod:`bonnkd.binary.quantizers`) and ``s`` a per-output-channel scale:
 
 * ``'none'``:       s = 1;
 * ``'xnor'``:       s = mean |W| per output channel, recomputed from the latent
@@ -29,7 +29,7 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-from bonnkd import quantizers
+from bonnkd.binary import quantizers
 
 __all__ = ['conv2d', 'QuantConv', 'WEIGHT_SCALES', 'CONV_IMPLS',
            'conv_shape_key', 'use_cpu_conv_plan']
@@ -47,7 +47,7 @@ def _im2col_conv(x, kernel, strides, padding, accumulate_dtype=None):
   one GEMM ran 2-4x faster than XLA:CPU's native convolution on 32x32 maps
   with 32-64 channels on one 2-core AMD EPYC, and slower on other CPUs
   (``benchmarks/conv_bench.py``, ``results/README.md``): 'auto' measures
-  it (:mod:`bonnkd.conv_autotune`). Numerically it is the same convolution:
+  it (:mod:`bonnkd.cpu.conv_autotune`). Numerically it is the same convolution:
   same padding as ``lax.conv_general_dilated``.
   """
   kh, kw, cin, cout = kernel.shape
@@ -70,7 +70,7 @@ def _im2col_conv(x, kernel, strides, padding, accumulate_dtype=None):
 
 
 # conv shape key -> 'native' | 'im2col', measured on this CPU by
-# bonnkd.conv_autotune.tune (process-wide: it describes the machine).
+# bonnkd.cpu.conv_autotune.tune (process-wide: it describes the machine).
 _CPU_CONV_PLAN: dict[str, str] = {}
 
 
@@ -90,7 +90,7 @@ def _use_im2col(x_shape, kernel_shape, strides, impl: str) -> bool:
   """The lowering of ``impl``; for 'auto', the one measured on this machine.
 
   On GPU and TPU 'auto' is the native convolution (cuDNN, the TPU
-  convolution unit). On CPU it is what :func:`bonnkd.conv_autotune.tune`
+  convolution unit). On CPU it is what :func:`bonnkd.cpu.conv_autotune.tune`
   measured fastest for this shape on this CPU, and the native convolution
   for a shape it has not measured: which one wins differs between CPUs
   (``results/README.md``).
@@ -116,7 +116,7 @@ def conv2d(x, kernel, strides=(1, 1), padding='SAME', impl: str = 'auto',
     padding: 'SAME', 'VALID' or explicit ((lo, hi), (lo, hi)).
     impl: 'native' (``lax.conv_general_dilated``), 'im2col' (one GEMM over
       shifted windows) or 'auto' (the one measured fastest for this shape on
-      this machine, :mod:`bonnkd.conv_autotune`; native where unmeasured).
+      this machine, :mod:`bonnkd.cpu.conv_autotune`; native where unmeasured).
     accumulate_dtype: dtype of the sums and the result (e.g. float32 for
       bfloat16 inputs); None: the inputs' dtype.
 
@@ -143,7 +143,7 @@ class QuantConv(nn.Module):
     strides: (sh, sw).
     binarize_weights: use ``q(W)`` instead of ``W``.
     binarize_inputs: use ``q(x)`` instead of ``x``.
-    quantizer: name in :data:`bonnkd.quantizers.QUANTIZERS` used for both.
+    quantizer: name in :data:`bonnkd.binary.quantizers.QUANTIZERS` used for both.
     weight_scale: one of :data:`WEIGHT_SCALES` (see the module docstring);
       only used when ``binarize_weights``.
     conv_impl: see :func:`conv2d`.

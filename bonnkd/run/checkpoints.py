@@ -1,7 +1,9 @@
 """Every orbax call of bonnkd: save, resume, keep the best, restore.
 
 A run's checkpoints live in ``WORKDIR/checkpoints/<step>/state``, written by
-``orbax.checkpoint.CheckpointManager``. Kept are the two latest (to resume,
+``orbax.checkpoint.CheckpointManager``; a run reaches them through its
+:class:`bonnkd.run.run_dir.RunDir` (``run.checkpoints()``, a
+:class:`Checkpoints`). Kept are the two latest (to resume,
 the older one in case the newer is damaged) and the one with the best
 validation accuracy (for the final numbers and for distillation). Each
 holds the whole train state as a plain pytree::
@@ -22,7 +24,8 @@ reads anything. Resuming falls back to the newest sound step
 Every restore gives
 orbax a target (shapes, dtypes and the placement wanted *here*), so a
 checkpoint written on 4 devices restores on 1, and back; see
-``bonnkd.run_dir`` for restoring a run's state from its config. To read one
+``bonnkd.training.train_state.restore`` for restoring a run's state from its
+config. To read one
 with orbax alone (no bonnkd), on this machine's first device::
 
     import jax, orbax.checkpoint as ocp
@@ -49,8 +52,10 @@ from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from bonnkd import errors
+from bonnkd import fileio
 
-__all__ = ['CHECKPOINT_DIR', 'DAMAGED_DIR', 'DIGEST_FILE', 'checkpoint_dir',
+__all__ = ['Checkpoints', 'CHECKPOINT_DIR', 'DAMAGED_DIR', 'DIGEST_FILE',
+           'checkpoint_dir',
            'create_manager', 'save', 'verify', 'restore',
            'restore_newest_sound', 'NoCheckpointError',
            'CheckpointMismatchError', 'CheckpointDamagedError']
@@ -146,11 +151,8 @@ def save(manager, step: int, state, val_accuracy: float) -> None:
 
 def _write_digest(step_dir: str) -> None:
   """Writes the step's digest atomically (a crash leaves none, not half)."""
-  path = os.path.join(step_dir, DIGEST_FILE)
-  digests = _file_digests(step_dir)
-  with open(path + '.tmp', 'w') as f:
-    json.dump({'files': digests}, f, indent=1)
-  os.replace(path + '.tmp', path)
+  fileio.write_json(os.path.join(step_dir, DIGEST_FILE),
+                    {'files': _file_digests(step_dir)}, indent=1)
 
 
 def verify(manager, step: int) -> None:
@@ -199,7 +201,7 @@ def restore(manager, target, step: int | None = None, which: str = 'latest'):
     target: a pytree of arrays or ``jax.ShapeDtypeStruct`` giving the
       structure, shapes, dtypes and placement to restore to (a leaf with no
       sharding restores as a numpy array), e.g. the live train state or
-      ``bonnkd.train_state.abstract_train_state(config, sharding)``.
+      ``bonnkd.training.train_state.abstract_train_state(config, sharding)``.
     step: an explicit step, or None to use ``which``.
     which: 'latest' or 'best'.
 
@@ -303,3 +305,49 @@ def _check_fits(manager, step: int, abstract) -> None:
     raise CheckpointMismatchError(
         f'The checkpoint at step {step} under {manager.directory} does not '
         f'fit the model of its config ({detail}).')
+
+
+class Checkpoints:
+  """A run's checkpoints: orbax's manager with digests and move-aside.
+
+  Made by :meth:`bonnkd.run.run_dir.RunDir.checkpoints`; a context manager
+  that waits for pending writes and closes the manager on exit.
+  """
+
+  def __init__(self, workdir: str, read_only: bool = False):
+    self.workdir = os.path.abspath(workdir)
+    self.manager = create_manager(self.workdir, read_only=read_only)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def best_step(self) -> int | None:
+    return self.manager.best_step()
+
+  def save(self, step: int, state, val_accuracy: float) -> None:
+    """:func:`save`: the step, committed, with its digest."""
+    save(self.manager, step, state, val_accuracy)
+
+  def restore(self, target, step: int | None = None, which: str = 'latest'):
+    """:func:`restore`: (step, state) of a verified step onto ``target``."""
+    return restore(self.manager, target, step, which)
+
+  def restore_newest_sound(self, target):
+    """:func:`restore_newest_sound`: for resuming, damaged steps aside."""
+    return restore_newest_sound(self.manager, target, self.workdir)
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()

@@ -1,0 +1,1 @@
+"""Configs: the base config, config files and overrides, their validation."""

@@ -1,0 +1,1 @@
+"""CPU speed, measured on the machine at hand: machine key, conv autotune, XLA flags, step timing."""
