@@ -64,8 +64,8 @@ def get_config(preset: str = ''):
     config.optim.lr = 0.1
     config.optim.weight_decay = 5e-4
   elif preset == 'cpu':
-    # Chosen on the val split (benchmarks/accelerator_sweep.py, all rows in
-    # results/phase1_cpu/preset_selection_sweep.jsonl): WRN-10-2 for 22
+    # Chosen on the val split (configs/plans/cpu_preset_selection.py, all
+    # rows in results/phase1_cpu/preset_selection_sweep.jsonl): WRN-10-2 for 22
     # epochs is the only candidate that reached 85% val (85.32%). With the
     # tuned conv lowering it trains at ~450 img/s on a 2-core AMD EPYC
     # (family 26): 22 epochs took 42.7 min, so the schedule was stretched

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import shutil
 
 import numpy as np
 
@@ -61,3 +62,20 @@ def test_report_of_a_run(finished_run, tmp_path):
     path = out / f'{name}_{suffix}'
     assert path.stat().st_size > 10_000
     assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_report_of_a_run_without_its_checkpoints(finished_run, tmp_path,
+                                                 capsys):
+  # A run committed under results/ keeps config, metrics and final.json.
+  _, workdir, _ = finished_run
+  kept = tmp_path / 'kept_run'
+  kept.mkdir()
+  for name in ('config.json', 'metrics.jsonl', 'final.json'):
+    shutil.copy(os.path.join(workdir, name), kept / name)
+  out = tmp_path / 'report'
+  rows = report.write_report([str(kept)], str(out))
+  assert rows[0]['test_accuracy'] == read_json(
+      os.path.join(workdir, 'final.json'))['test_accuracy']
+  assert (out / 'kept_run_curves.png').exists()
+  assert not (out / 'kept_run_confusion.png').exists()
+  assert 'kept_run: no checkpoint' in capsys.readouterr().out

@@ -287,6 +287,12 @@ class RunDir:
           f'{checkpoints.CHECKPOINT_DIR}/ folder).')
     return checkpoints.Checkpoints(self.path, read_only=read_only)
 
+  def has_checkpoints(self) -> bool:
+    """Whether the run has a ``checkpoints/`` folder with a step in it."""
+    path = checkpoints.checkpoint_dir(self.path)
+    return os.path.isdir(path) and any(
+        name.isdigit() for name in os.listdir(path))
+
   def restore(self, target, which: str = 'best'):
     """(step, state) of the best (or latest) checkpoint, onto ``target``.
 

@@ -8,7 +8,8 @@ For each run (a directory written by ``train_and_evaluate``):
   the epoch's train records), val, and test where it was measured;
 * ``<run>_confusion.png`` -- the row-normalised confusion matrix of the best
   checkpoint on the test split, and ``<run>_per_class.csv`` its per-class
-  accuracy;
+  accuracy (for a run whose checkpoints were not kept, e.g. the ones
+  committed under ``results/``, curves and table only);
 
 and for all runs together ``comparison.md`` / ``comparison.csv``: run,
 phase, model, test and val accuracy (from ``final.json``), parameters, share
@@ -207,6 +208,12 @@ def write_report(run_dirs, out_dir, data_source=None, data_dir=None):
     _plot_curves(epoch_curves(records),
                  f'{name}: test {100 * final["test_accuracy"]:.2f}%',
                  os.path.join(out_dir, f'{name}_curves.png'))
+    if not run_dir_lib.RunDir.open(run_dir).has_checkpoints():
+      # A run committed without its checkpoints (results/): its numbers and
+      # curves are all there is; the confusion matrix needs the weights.
+      print(f'{name}: no checkpoint, so no confusion matrix (curves and '
+            'table only).')
+      continue
     data_config = config.data.copy_and_resolve_references()
     if data_source:
       data_config.source = data_source
