@@ -1,15 +1,19 @@
 """Forward + backward time of one convolution, per lowering, per shape.
 
-The table behind ``conv_impl='auto'`` (``bonnkd/binary/layers.py``): for the conv
-shapes of the CIFAR WRNs, time ``jax.grad`` of a conv through
-``lax.conv_general_dilated`` ('native') and through one GEMM over shifted
-windows ('im2col'), back to back in one process, and print the speed-up.
+The table behind ``conv_impl='auto'`` (``bonnkd/binary/layers.py``): for the
+conv shapes of the CIFAR WRNs, time ``jax.grad`` of a conv (forward, input
+and weight gradients) through ``lax.conv_general_dilated`` ('native'), one
+GEMM over shifted windows ('im2col') and oneDNN's convolution as a custom
+call ('onednn', where ``bonnkd.cpu.onednn`` is built), back to back in one
+process, rounds alternated, and print each one's median and its speed-up
+over native.
 
   python -m benchmarks.conv_bench            # all shapes, batch 128
-  python -m benchmarks.conv_bench --batch 64 --repeats 10
+  python -m benchmarks.conv_bench --batch 64 --repeats 10 --impls native,onednn
 """
 
 import argparse
+import statistics
 import time
 
 import jax
@@ -17,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bonnkd.binary import layers
+from bonnkd.cpu import machine
+from bonnkd.cpu import onednn
 
 # (spatial size, C_in, C_out, stride) of WRN-16-k convs, k = 1, 2, 4.
 SHAPES = [
@@ -38,33 +44,42 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batch', type=int, default=128)
   parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--rounds', type=int, default=3)
   parser.add_argument('--shapes', type=int, default=len(SHAPES),
                       help='time the first N shapes only')
+  parser.add_argument('--impls', default='native,im2col,onednn',
+                      help="lowerings; 'onednn' is skipped where unbuilt")
   args = parser.parse_args(argv)
+  impls = [i for i in args.impls.split(',')
+           if i != 'onednn' or onednn.available()]
   print(f'backend={jax.default_backend()} devices={jax.devices()} '
-        f'batch={args.batch}')
-  print(f'{"HxW":>6} {"Cin":>4} {"Cout":>4} {"s":>2} {"native ms":>10} '
-        f'{"im2col ms":>10} {"speed-up":>8} {"GFLOP/s":>8}  auto')
+        f'batch={args.batch} cpu={machine.cpu_name()}; ms per forward + '
+        f'backward, medians of {args.rounds} alternated rounds')
+  print(f'{"HxW":>6} {"Cin":>4} {"Cout":>4} {"s":>2} '
+        + ' '.join(f'{i + " ms":>10}' for i in impls)
+        + ' ' + ' '.join(f'{"x " + i:>9}' for i in impls[1:])
+        + '  auto')
   rng = np.random.default_rng(0)
   for size, cin, cout, stride in SHAPES[:args.shapes]:
-    x = jnp.asarray(rng.normal(size=(args.batch, size, size, cin)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(args.batch, size, size, cin)),
+                    jnp.float32)
     w = jnp.asarray(rng.normal(size=(3, 3, cin, cout)) * 0.1, jnp.float32)
-    times = {}
-    for impl in ('native', 'im2col'):
+    grads = {}
+    for impl in impls:
       loss = lambda x, w, impl=impl: jnp.sum(
           layers.conv2d(x, w, (stride, stride), impl=impl) ** 2)
-      grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
-      times[impl] = seconds_per_call(grad, x, w, repeats=args.repeats)
-    out = size // stride
-    flops = 3 * 2 * args.batch * out * out * 9 * cin * cout
-    use_im2col = layers._use_im2col(  # pylint: disable=protected-access
-        x.shape, w.shape, (stride, stride), 'auto')
-    auto = 'im2col' if use_im2col else 'native'
-    best = min(times.values())
+      grads[impl] = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    times = {impl: [] for impl in impls}
+    for _ in range(args.rounds):
+      for impl in impls:
+        times[impl].append(seconds_per_call(grads[impl], x, w,
+                                            repeats=args.repeats))
+    ms = {impl: 1e3 * statistics.median(t) for impl, t in times.items()}
+    auto = layers.lowering(x.shape, w.shape, (stride, stride), 'auto')
     print(f'{size:>4}^2 {cin:>4} {cout:>4} {stride:>2} '
-          f'{times["native"] * 1e3:>10.1f} {times["im2col"] * 1e3:>10.1f} '
-          f'{times["native"] / times["im2col"]:>7.2f}x '
-          f'{flops / best / 1e9:>8.1f}  {auto}', flush=True)
+          + ' '.join(f'{ms[i]:>10.2f}' for i in impls) + ' '
+          + ' '.join(f'{ms[impls[0]] / ms[i]:>8.2f}x' for i in impls[1:])
+          + f'  {auto}', flush=True)
 
 
 if __name__ == '__main__':

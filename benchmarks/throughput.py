@@ -17,7 +17,6 @@ import argparse
 import functools
 import itertools
 import statistics
-import time
 
 import jax
 
@@ -50,22 +49,14 @@ def host_fed_timer(config, warmup: int = 2):
       in_shardings=(run.mesh.replicated, run.mesh.batch, run.mesh.batch),
       out_shardings=(run.mesh.replicated, run.mesh.replicated),
       donate_argnums=(0,))
-  state, step = run.state, 0
 
-  def measure(steps: int) -> float:
-    nonlocal state, step
-    start = time.perf_counter()
-    for _ in range(steps):
-      rows = input_pipeline.train_indices(num_examples, step,
-                                          config.batch_size, 0)
-      state, metrics = step_fn(state, *run.mesh.put_batch(
-          split.images[rows], split.labels[rows]))
-      step += 1
-    jax.block_until_ready(metrics)
-    return steps * config.batch_size / (time.perf_counter() - start)
+  def one_step(state, step):
+    rows = input_pipeline.train_indices(num_examples, step,
+                                        config.batch_size, 0)
+    return step_fn(state, *run.mesh.put_batch(split.images[rows],
+                                              split.labels[rows]))
 
-  measure(warmup)
-  return measure
+  return step_timing.timer(one_step, run.state, config.batch_size, warmup)
 
 
 TIMERS = {'device': step_timing.step_timer, 'host': host_fed_timer}

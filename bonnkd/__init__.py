@@ -15,6 +15,7 @@ The folders are the parts (the README's "Layout" lists every module):
 * ``run/`` -- the run directory: config, metrics, checkpoints, final.json,
   the lock.
 * ``cpu/`` -- what makes a CPU run fast on the machine at hand: machine key,
-  conv lowering autotune, XLA:CPU flags, step timing.
+  conv lowering autotune, XLA:CPU flags, step timing, oneDNN's convolutions
+  as XLA custom calls (C++ in ``cpu/native/``).
 * ``tools/`` -- report, summary, inspect.
 """

@@ -98,9 +98,9 @@ def load_plan(path: str, arg: str = '') -> list[Run]:
 
 
 def _config_of(run: Run, out: str, extra=()):
-  overrides = [o.replace('{out}', out) for o in run.overrides]
+  items = [o.replace('{out}', out) for o in run.overrides]
   return overrides.override(files.load(run.config),
-                             [*overrides, f'seed={run.seed}', *extra])
+                            [*items, f'seed={run.seed}', *extra])
 
 
 def smoke_overrides(run: Run, out: str, extra=()) -> list[str]:
@@ -113,11 +113,11 @@ def smoke_overrides(run: Run, out: str, extra=()) -> list[str]:
 
 def launch_command(run: Run, out: str, extra=()) -> list[str]:
   """The ``launch.py`` command of ``run`` (overrides, then ``extra``)."""
-  overrides = [o.replace('{out}', out) for o in run.overrides]
+  items = [o.replace('{out}', out) for o in run.overrides]
   return [sys.executable, os.path.join(_ROOT, 'launch.py'),
           '--config', run.config, '--workdir', os.path.join(out, run.name),
           f'--config.seed={run.seed}',
-          *[f'--config.{o}' for o in [*overrides, *extra]]]
+          *[f'--config.{o}' for o in [*items, *extra]]]
 
 
 def time_xla_cpu_flags(runs: list[Run], out: str,

@@ -114,14 +114,17 @@ def table_rows(out: str, first_word: str) -> list[list[str]]:
 
 
 def test_conv_bench_times_each_lowering_per_shape(capsys):
-  conv_bench.main(['--batch', '2', '--repeats', '1', '--shapes', '2'])
+  conv_bench.main(['--batch', '2', '--repeats', '1', '--rounds', '1',
+                   '--shapes', '2', '--impls', 'native,im2col'])
   rows = [line.split() for line in capsys.readouterr().out.splitlines()
           if line.strip().startswith('32^2')]
   assert len(rows) == 2
   for row in rows:
-    native_ms, im2col_ms = float(row[4]), float(row[5])
+    native_ms, im2col_ms, ratio = float(row[4]), float(row[5]), row[6]
     assert native_ms > 0 and im2col_ms > 0
-    assert row[-1] in ('native', 'im2col')
+    assert ratio == f'{native_ms / im2col_ms:.2f}x' or abs(
+        float(ratio[:-1]) - native_ms / im2col_ms) < 0.02
+    assert row[-1] in ('native', 'im2col', 'onednn')
 
 
 def test_throughput_times_each_dtype_and_feed(capsys):

@@ -54,10 +54,10 @@ def file_digests(root) -> dict[str, str]:
 
 def data_file(workdir, step) -> str:
   """The largest array-data file of a checkpoint step."""
-  files = [p for p in glob.glob(
+  found = [p for p in glob.glob(
       os.path.join(workdir, 'checkpoints', str(step), 'state', '**', 'd',
                    '*'), recursive=True) if os.path.isfile(p)]
-  return max(files, key=os.path.getsize)
+  return max(found, key=os.path.getsize)
 
 
 def damage(workdir, step, how) -> str:

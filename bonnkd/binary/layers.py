@@ -30,12 +30,15 @@ from jax import lax
 import jax.numpy as jnp
 
 from bonnkd.binary import quantizers
+from bonnkd.cpu import onednn
 
 __all__ = ['conv2d', 'QuantConv', 'WEIGHT_SCALES', 'CONV_IMPLS',
-           'conv_shape_key', 'use_cpu_conv_plan']
+           'CPU_LOWERINGS', 'lowering', 'conv_shape_key', 'use_cpu_conv_plan']
 
 WEIGHT_SCALES = ('none', 'xnor', 'modulation')
-CONV_IMPLS = ('auto', 'native', 'im2col')
+CONV_IMPLS = ('auto', 'native', 'im2col', 'onednn')
+# What 'auto' chooses among on CPU (bonnkd.cpu.conv_autotune), per shape.
+CPU_LOWERINGS = ('native', 'im2col', 'onednn')
 
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 
@@ -69,7 +72,7 @@ def _im2col_conv(x, kernel, strides, padding, accumulate_dtype=None):
                     preferred_element_type=accumulate_dtype)
 
 
-# conv shape key -> 'native' | 'im2col', measured on this CPU by
+# conv shape key -> one of CPU_LOWERINGS, measured on this CPU by
 # bonnkd.cpu.conv_autotune.tune (process-wide: it describes the machine).
 _CPU_CONV_PLAN: dict[str, str] = {}
 
@@ -86,23 +89,27 @@ def use_cpu_conv_plan(plan: dict[str, str]) -> None:
   _CPU_CONV_PLAN.update(plan)
 
 
-def _use_im2col(x_shape, kernel_shape, strides, impl: str) -> bool:
-  """The lowering of ``impl``; for 'auto', the one measured on this machine.
+def lowering(x_shape, kernel_shape, strides, impl: str,
+             dtype=jnp.float32) -> str:
+  """'native', 'im2col' or 'onednn': how a conv of ``impl`` is computed.
 
   On GPU and TPU 'auto' is the native convolution (cuDNN, the TPU
   convolution unit). On CPU it is what :func:`bonnkd.cpu.conv_autotune.tune`
   measured fastest for this shape on this CPU, and the native convolution
   for a shape it has not measured: which one wins differs between CPUs
-  (``results/README.md``).
+  (``results/README.md``). 'onednn' (:mod:`bonnkd.cpu.onednn`) computes
+  float32 only, on CPU, where its library is built; elsewhere the native
+  convolution stands in (logged once).
   """
-  if impl == 'native':
-    return False
-  if impl == 'im2col':
-    return True
-  if jax.default_backend() != 'cpu':
-    return False
-  key = conv_shape_key(x_shape, kernel_shape, strides)
-  return _CPU_CONV_PLAN.get(key, 'native') == 'im2col'
+  if impl == 'auto':
+    if jax.default_backend() != 'cpu':
+      return 'native'
+    impl = _CPU_CONV_PLAN.get(conv_shape_key(x_shape, kernel_shape, strides),
+                              'native')
+  if impl == 'onednn' and not (dtype == jnp.float32 and onednn.available()):
+    onednn.why_unavailable()
+    return 'native'
+  return impl
 
 
 def conv2d(x, kernel, strides=(1, 1), padding='SAME', impl: str = 'auto',
@@ -115,7 +122,8 @@ def conv2d(x, kernel, strides=(1, 1), padding='SAME', impl: str = 'auto',
     strides: (sh, sw).
     padding: 'SAME', 'VALID' or explicit ((lo, hi), (lo, hi)).
     impl: 'native' (``lax.conv_general_dilated``), 'im2col' (one GEMM over
-      shifted windows) or 'auto' (the one measured fastest for this shape on
+      shifted windows), 'onednn' (oneDNN's convolution, a custom call,
+      float32 on CPU) or 'auto' (the one measured fastest for this shape on
       this machine, :mod:`bonnkd.cpu.conv_autotune`; native where unmeasured).
     accumulate_dtype: dtype of the sums and the result (e.g. float32 for
       bfloat16 inputs); None: the inputs' dtype.
@@ -126,8 +134,13 @@ def conv2d(x, kernel, strides=(1, 1), padding='SAME', impl: str = 'auto',
   if impl not in CONV_IMPLS:
     raise ValueError(f'conv impl must be one of {CONV_IMPLS}, got {impl!r}.')
   strides = tuple(strides)
-  if _use_im2col(x.shape, kernel.shape, strides, impl):
+  dtype = (x.dtype if accumulate_dtype in (None, x.dtype) and
+           kernel.dtype == x.dtype else None)
+  how = lowering(x.shape, kernel.shape, strides, impl, dtype)
+  if how == 'im2col':
     return _im2col_conv(x, kernel, strides, padding, accumulate_dtype)
+  if how == 'onednn':
+    return onednn.conv2d(x, kernel, strides, padding)
   return lax.conv_general_dilated(
       x, kernel, strides, padding, dimension_numbers=_DIMENSION_NUMBERS,
       preferred_element_type=accumulate_dtype,

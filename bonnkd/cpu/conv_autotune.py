@@ -3,13 +3,15 @@
 Which lowering of a convolution is fastest on XLA:CPU depends on the CPU:
 on one AMD EPYC im2col (one GEMM over the shifted windows) beat the native
 convolution 1.3-4x on 32x32 maps; on an Intel Xeon with AVX-512, and on a
-newer EPYC, the native one wins (``results/README.md``). So ``conv_impl=
-'auto'`` does not follow a rule written in code: :func:`tune` times both
-lowerings (forward and backward, jitted) for every convolution shape of a
-model at its batch size, once per machine, and :mod:`bonnkd.binary.layers` uses the
+newer EPYC, the native one wins; oneDNN's convolution, a custom call
+(:mod:`bonnkd.cpu.onednn`), beat both on most shapes where it is built
+(``results/README.md``). So ``conv_impl='auto'`` does not follow a rule
+written in code: :func:`tune` times every lowering of :func:`candidates`
+(forward and backward, jitted) for every convolution shape of a model at
+its batch size, once per machine, and :mod:`bonnkd.binary.layers` uses the
 winner of each shape. Results are cached in a JSON file keyed by
-:func:`bonnkd.cpu.machine.key` (the CPU, the core count, the jax version and any
-XLA_FLAGS; ``$BONNKD_CACHE_DIR``, default
+:func:`bonnkd.cpu.machine.key` (the CPU, the core count, the jax version and
+any XLA_FLAGS) and the candidates (``$BONNKD_CACHE_DIR``, default
 ``~/.cache/bonnkd/conv_autotune.json``), so a run pays the few seconds of
 measurement only the first time on a machine. GPU and TPU keep the native
 convolution (cuDNN, the TPU's convolution unit) and are not tuned.
@@ -28,8 +30,10 @@ import numpy as np
 
 from bonnkd.binary import layers
 from bonnkd.cpu import machine
+from bonnkd.cpu import onednn
 
-__all__ = ['conv_shapes', 'time_lowering', 'tune', 'cache_path']
+__all__ = ['conv_shapes', 'time_lowering', 'candidates', 'cache_key',
+           'tune', 'cache_path']
 
 _CACHE_NAME = 'conv_autotune.json'
 
@@ -85,20 +89,34 @@ def time_lowering(x_shape, kernel_shape, strides, impl: str,
   return float(np.median(times))
 
 
+def candidates() -> tuple[str, ...]:
+  """The lowerings 'auto' chooses among here: oneDNN's where it is built."""
+  if not onednn.available():
+    onednn.why_unavailable()  # Logs once why.
+    return tuple(impl for impl in layers.CPU_LOWERINGS if impl != 'onednn')
+  return layers.CPU_LOWERINGS
+
+
+def cache_key() -> str:
+  """The machine and the lowerings its choices were made among."""
+  return f'{machine.key()} | {",".join(candidates())}'
+
+
 def tune(model: nn.Module, batch_size: int) -> dict[str, str]:
-  """Chooses native or im2col for each conv shape of ``model`` on this CPU.
+  """Chooses the fastest lowering for each conv shape of ``model`` here.
 
   Measures the shapes not yet in the cache, then installs the choices for
   ``conv_impl='auto'`` (:func:`bonnkd.binary.layers.use_cpu_conv_plan`). No-op on
   GPU and TPU, and for a model whose ``conv_impl`` is not 'auto'.
 
   Returns:
-    {shape key: 'native' | 'im2col'} for the model's convs.
+    {shape key: one of :func:`candidates`} for the model's convs.
   """
   if jax.default_backend() != 'cpu' or getattr(
       model, 'conv_impl', 'auto') != 'auto':
     return {}
-  cache, machine_key = machine.read_cache(_CACHE_NAME), machine.key()
+  impls = candidates()
+  cache, machine_key = machine.read_cache(_CACHE_NAME), cache_key()
   plan = cache.setdefault(machine_key, {})
   measured, keys = {}, []
   for x_shape, kernel_shape, strides in conv_shapes(model, batch_size):
@@ -106,7 +124,7 @@ def tune(model: nn.Module, batch_size: int) -> dict[str, str]:
     keys.append(key)
     if key not in plan:
       times = {impl: time_lowering(x_shape, kernel_shape, strides, impl)
-               for impl in ('native', 'im2col')}
+               for impl in impls}
       plan[key] = min(times, key=times.get)
       measured[key] = {k: round(v * 1e3, 2) for k, v in times.items()}
   if measured:

@@ -38,19 +38,32 @@ def step_timer(config, teacher=None, warmup: int = 2):
   num_examples = 20 * config.batch_size
   run = train.setup(config, num_train_examples=num_examples, teacher=teacher)
   on_devices = run.put_train_split(random_split(num_examples))
-  state, step = run.state, 0
+
+  def one_step(state, step):
+    indices = input_pipeline.train_indices(num_examples, step,
+                                           config.batch_size, 0)
+    return run.train_step_at(state, *on_devices, *run.mesh.put_batch(indices))
+
+  return timer(one_step, run.state, config.batch_size, warmup)
+
+
+def timer(one_step, state, batch_size: int, warmup: int = 2):
+  """``measure(steps) -> images/s`` of ``one_step(state, step)``.
+
+  ``one_step`` returns ``(state, metrics)``; the state carries over between
+  calls of ``measure``, which waits for the last step's metrics. ``warmup``
+  untimed steps (the compilation) run first.
+  """
+  step = 0
 
   def measure(steps: int) -> float:
     nonlocal state, step
     start = time.perf_counter()
     for _ in range(steps):
-      indices = input_pipeline.train_indices(num_examples, step,
-                                             config.batch_size, 0)
-      state, metrics = run.train_step_at(state, *on_devices,
-                                         *run.mesh.put_batch(indices))
+      state, metrics = one_step(state, step)
       step += 1
     jax.block_until_ready(metrics)
-    return steps * config.batch_size / (time.perf_counter() - start)
+    return steps * batch_size / (time.perf_counter() - start)
 
   measure(warmup)
   return measure

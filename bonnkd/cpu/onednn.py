@@ -1,0 +1,192 @@
+"""oneDNN convolutions on CPU, as XLA FFI custom calls, with their gradients.
+
+XLA:CPU (jax 0.10.2) computes a convolution in YNNPACK or in its own Eigen
+code; PyTorch's CPU convolutions are oneDNN's, and two thirds of bonnkd's CPU
+train step were XLA's convolutions (``results/README.md``). The native
+library ``bonnkd/cpu/_onednn_conv*.so``, built from
+``bonnkd/cpu/native/onednn_conv.cc`` by ``pip install -e .`` where a C++
+compiler and the ``onednn-devel-cpu-gomp`` wheel are at hand, exposes three
+XLA FFI handlers: the forward convolution, its input gradient and its
+weight gradient (float32, NHWC x HWIO, any stride and padding). Here they
+are registered with ``jax.ffi`` and tied together by a ``jax.custom_vjp``
+(:func:`conv2d`), so ``jax.grad`` and ``jit`` work as with
+``lax.conv_general_dilated``, and ``vmap`` by a loop over the mapped axis.
+
+**Optional.** Without the library (no compiler, no oneDNN wheel, not x86
+Linux) or with ``BONNKD_ONEDNN=0``, :func:`available` is False, bonnkd logs
+once that it uses XLA's convolution, and ``conv_impl='onednn'`` computes
+XLA's; ``'auto'`` then never picks it. The pure-JAX convolution stays the
+reference the tests compare against.
+
+  from bonnkd.cpu import onednn
+  if onednn.available():
+    y = onednn.conv2d(x, kernel, (1, 1), 'SAME')
+"""
+
+import ctypes
+import functools
+import importlib.metadata
+import importlib.machinery
+import os
+
+from absl import logging
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ['available', 'why_unavailable', 'conv2d', 'library_path', 'ENV',
+           'TARGETS']
+
+# '0' keeps XLA's convolutions even where the library is built.
+ENV = 'BONNKD_ONEDNN'
+_LIBRARY = '_onednn_conv'
+# FFI target name -> symbol of the library.
+TARGETS = {
+    'bonnkd_onednn_conv_fwd': 'BonnkdOnednnConvForward',
+    'bonnkd_onednn_conv_bwd_data': 'BonnkdOnednnConvBackwardData',
+    'bonnkd_onednn_conv_bwd_weights': 'BonnkdOnednnConvBackwardWeights',
+}
+
+
+def library_path() -> str | None:
+  """The built library next to this module, if there is one."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+    path = os.path.join(here, _LIBRARY + suffix)
+    if os.path.isfile(path):
+      return path
+  return None
+
+
+def _preload_libdnnl() -> None:
+  """Loads the oneDNN wheel's ``libdnnl.so.3`` (not on the loader's path).
+
+  Loaded with RTLD_GLOBAL first, it is the one the library's dependency on
+  ``libdnnl.so.3`` resolves to.
+  """
+  files = importlib.metadata.distribution('onednn-cpu-gomp').files or []
+  found = [f for f in files if os.path.basename(str(f)) == 'libdnnl.so.3']
+  if not found:
+    raise OSError('the onednn-cpu-gomp wheel has no libdnnl.so.3')
+  ctypes.CDLL(str(found[0].locate()), mode=ctypes.RTLD_GLOBAL)
+
+
+@functools.cache
+def _load() -> tuple[bool, str]:
+  """(loaded, why not): loads and registers the library once per process."""
+  if os.environ.get(ENV, '1') == '0':
+    return False, f'${ENV}=0'
+  path = library_path()
+  if path is None:
+    return False, ('bonnkd/cpu/_onednn_conv is not built (pip install -e . '
+                   'builds it where g++ and the onednn-devel-cpu-gomp wheel '
+                   'are at hand)')
+  try:
+    _preload_libdnnl()
+    library = ctypes.CDLL(path)
+  except (OSError, importlib.metadata.PackageNotFoundError) as e:
+    return False, f'{path} does not load: {e}'
+  for target, symbol in TARGETS.items():
+    jax.ffi.register_ffi_target(
+        target, jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
+  library.BonnkdOnednnVersion.restype = ctypes.c_char_p
+  logging.info('oneDNN %s convolutions loaded from %s.',
+               library.BonnkdOnednnVersion().decode(), path)
+  return True, ''
+
+
+def available() -> bool:
+  """Whether oneDNN's convolutions can run here (the CPU backend, loaded)."""
+  return jax.default_backend() == 'cpu' and _load()[0]
+
+
+@functools.cache
+def why_unavailable() -> str:
+  """Why :func:`available` is False ('' where it is True); logged once."""
+  if jax.default_backend() != 'cpu':
+    return f'the backend is {jax.default_backend()}'
+  why = _load()[1]
+  if why:
+    logging.warning("oneDNN convolutions unavailable (%s): XLA's "
+                    'convolution is used.', why)
+  return why
+
+
+def _pads(x_shape, kernel_shape, strides, padding):
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(x_shape[1:3], kernel_shape[:2], strides,
+                                  padding)
+  return tuple(tuple(int(p) for p in pair) for pair in padding)
+
+
+def _attrs(strides, pads):
+  (top, bottom), (left, right) = pads
+  return dict(stride_h=np.int64(strides[0]), stride_w=np.int64(strides[1]),
+              pad_top=np.int64(top), pad_bottom=np.int64(bottom),
+              pad_left=np.int64(left), pad_right=np.int64(right))
+
+
+def _out_size(size, k, stride, lo, hi):
+  return (size + lo + hi - k) // stride + 1
+
+
+def _call(target, shape, *args, strides, pads):
+  return jax.ffi.ffi_call(
+      target, jax.ShapeDtypeStruct(shape, jnp.float32),
+      vmap_method='sequential')(*args, **_attrs(strides, pads))
+
+
+def _forward(x, kernel, strides, pads):
+  n, h, w, _ = x.shape
+  kh, kw, _, cout = kernel.shape
+  (top, bottom), (left, right) = pads
+  shape = (n, _out_size(h, kh, strides[0], top, bottom),
+           _out_size(w, kw, strides[1], left, right), cout)
+  return _call('bonnkd_onednn_conv_fwd', shape, x, kernel, strides=strides,
+               pads=pads)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv(x, kernel, strides, pads):
+  return _forward(x, kernel, strides, pads)
+
+
+def _conv_fwd(x, kernel, strides, pads):
+  return _forward(x, kernel, strides, pads), (x, kernel)
+
+
+def _conv_bwd(strides, pads, residuals, dy):
+  x, kernel = residuals
+  dx = _call('bonnkd_onednn_conv_bwd_data', x.shape, dy, kernel,
+             strides=strides, pads=pads)
+  dk = _call('bonnkd_onednn_conv_bwd_weights', kernel.shape, x, dy,
+             strides=strides, pads=pads)
+  return dx, dk
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv2d(x, kernel, strides=(1, 1), padding='SAME'):
+  """``lax.conv_general_dilated`` (NHWC x HWIO, float32) through oneDNN.
+
+  Args:
+    x: (N, H, W, C_in) float32.
+    kernel: (kh, kw, C_in, C_out) float32.
+    strides: (sh, sw).
+    padding: 'SAME', 'VALID' or ((top, bottom), (left, right)).
+
+  Raises:
+    RuntimeError: the library is not available here (:func:`why_unavailable`).
+    TypeError: an input is not float32.
+  """
+  if not available():
+    raise RuntimeError(f'oneDNN convolutions unavailable: '
+                       f'{why_unavailable()}.')
+  if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
+    raise TypeError(f'oneDNN convolutions take float32, got {x.dtype} and '
+                    f'{kernel.dtype}.')
+  strides = tuple(int(s) for s in strides)
+  return _conv(x, kernel, strides, _pads(x.shape, kernel.shape, strides,
+                                         padding))
