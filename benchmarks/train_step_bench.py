@@ -2,12 +2,12 @@
 
 Runs the real jitted ``bonnkd.train.train_step`` (augmentation, forward,
 backward, SGD update) on random uint8 batches and reports images/s for each
-``--impl``, measured back to back in one process so the ratio is meaningful
-on a noisy machine.
+``--impl``: all compiled first in one process, then timed in alternated
+rounds (medians), so the ratios hold on a noisy machine.
 
   python -m benchmarks.train_step_bench --config configs/phase1_bonn_wrn.py:cpu
   python -m benchmarks.train_step_bench --config configs/phase1_bonn_wrn.py:cpu \
-      --impl native,im2col,auto --steps 10
+      --impl native,im2col,onednn,auto --steps 10 --rounds 3
   # A distillation step: the student plus the forward pass of a teacher
   # (random weights of the teacher config's model; speed does not depend on
   # the values).
@@ -16,6 +16,7 @@ on a noisy machine.
 """
 
 import argparse
+import statistics
 
 import jax
 import numpy as np
@@ -23,6 +24,7 @@ import numpy as np
 from bonnkd import models
 from bonnkd.config import files
 from bonnkd.config import overrides
+from bonnkd.cpu import machine
 from bonnkd.cpu import step_timing
 from bonnkd.training import teacher as teacher_lib
 
@@ -37,13 +39,12 @@ def random_teacher(teacher_config, impl: str):
                              config=teacher_config, step=0)
 
 
-def images_per_sec(config, impl: str, steps: int, warmup: int = 2,
-                   teacher_config=None) -> float:
-  """Images/s of the jitted train step with the conv lowering ``impl``."""
+def step_timer(config, impl: str, warmup: int = 2, teacher_config=None):
+  """``measure(steps) -> img/s`` of the jitted step with the lowering ``impl``."""
   config = overrides.override(config, [('model.conv_impl', impl)])
   teacher = (random_teacher(teacher_config, impl) if teacher_config
              else None)
-  return step_timing.step_timer(config, teacher, warmup)(steps)
+  return step_timing.step_timer(config, teacher, warmup)
 
 
 def main(argv=None):
@@ -51,6 +52,7 @@ def main(argv=None):
   parser.add_argument('--config', required=True)
   parser.add_argument('--impl', default='native,auto')
   parser.add_argument('--steps', type=int, default=10)
+  parser.add_argument('--rounds', type=int, default=3)
   parser.add_argument('--teacher_config', default='',
                       help='time a distillation step with this teacher')
   parser.add_argument('--set', action='append', default=[],
@@ -58,16 +60,22 @@ def main(argv=None):
   args = parser.parse_args(argv)
   config = overrides.override(files.load(args.config), args.set)
   print(f'backend={jax.default_backend()} devices={jax.device_count()} '
-        f'model={dict(config.model)} batch={config.batch_size} '
-        f'teacher={args.teacher_config or None}')
+        f'cpu={machine.cpu_name()} model={dict(config.model)} '
+        f'batch={config.batch_size} teacher={args.teacher_config or None}; '
+        f'{args.steps} steps x {args.rounds} alternated rounds')
   teacher_config = (files.load(args.teacher_config)
                     if args.teacher_config else None)
-  results = {impl: images_per_sec(config, impl, args.steps,
-                                  teacher_config=teacher_config)
-             for impl in args.impl.split(',')}
-  base = next(iter(results.values()))
-  for impl, ips in results.items():
-    print(f'{impl:>8}: {ips:8.1f} img/s  ({ips / base:.2f}x)')
+  timers = {impl: step_timer(config, impl, teacher_config=teacher_config)
+            for impl in args.impl.split(',')}
+  rates = {impl: [] for impl in timers}
+  for _ in range(args.rounds):
+    for impl, measure in timers.items():
+      rates[impl].append(measure(args.steps))
+  base = statistics.median(next(iter(rates.values())))
+  for impl, values in rates.items():
+    ips = statistics.median(values)
+    print(f'{impl:>8}: {ips:8.1f} img/s  ({ips / base:.2f}x)  rounds '
+          + ' '.join(f'{v:.1f}' for v in values))
 
 
 if __name__ == '__main__':

@@ -3,6 +3,8 @@
 import functools
 import glob
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -202,3 +204,15 @@ def test_every_preset_builds_and_its_train_step_traces(path, preset):
           {'kernel_loss'} if config.bonn.kernel_weight else set()) | (
               {'feature_loss'} if config.bonn.feature_weight else set())
   assert set(metrics) == expected
+
+
+def test_a_config_file_loads_from_any_working_directory(tmp_path):
+  # Config files import configs/recipes.py; a script elsewhere, whose
+  # sys.path lacks the repository, still loads them by path.
+  script = ('from bonnkd.config import files\n'
+            f'config = files.load({os.path.join(ROOT, "configs", "phase1_bonn_wrn.py")!r} + ":bonn_cpu")\n'
+            'print(config.bonn.kernel_weight)\n')
+  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  out = subprocess.run([sys.executable, '-c', script], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, check=True)
+  assert float(out.stdout.strip()) == recipes.BONN_KERNEL_WEIGHT

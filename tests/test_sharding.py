@@ -5,9 +5,14 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+from bonnkd.cpu import onednn
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = textwrap.dedent('''
+    import sys
     import jax
     import numpy as np
     from bonnkd import train
@@ -18,7 +23,8 @@ SCRIPT = textwrap.dedent('''
     assert jax.device_count() == 4, jax.devices()
     jax.config.update('jax_disable_most_optimizations', True)
     config = overrides.override(phase1_bonn_wrn.get_config('smoke'), [
-        'model.binarize=inner', 'model.binarize_what=both'])
+        'model.binarize=inner', 'model.binarize_what=both',
+        f'model.conv_impl={sys.argv[1]}'])
     rng = np.random.default_rng(0)
     batches = [(rng.integers(0, 256, (32, 32, 32, 3), np.uint8),
                 rng.integers(0, 10, (32,), np.int32)) for _ in range(3)]
@@ -48,11 +54,15 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_four_devices_match_one_device():
+@pytest.mark.parametrize('conv_impl', ['native', 'onednn'])
+def test_four_devices_match_one_device(conv_impl):
+  if conv_impl == 'onednn' and not onednn.available():
+    pytest.skip(f'oneDNN: {onednn.why_unavailable()}')
   env = dict(os.environ,
              XLA_FLAGS='--xla_force_host_platform_device_count=4',
              JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
-  result = subprocess.run([sys.executable, '-c', SCRIPT], env=env, cwd=ROOT,
+  result = subprocess.run([sys.executable, '-c', SCRIPT, conv_impl], env=env,
+                          cwd=ROOT,
                           capture_output=True, text=True, timeout=600,
                           check=False)
   assert result.returncode == 0, result.stderr[-3000:]

@@ -7,6 +7,7 @@ Both are read by :func:`load_module`.
 
 import importlib.util
 import os
+import sys
 
 import ml_collections
 
@@ -25,6 +26,7 @@ def load_module(path: str, entry: str, what: str = 'Config file',
   """
   if not os.path.isfile(path):
     raise error(f'{what} {path!r} does not exist.')
+  _make_configs_importable(path)
   spec = importlib.util.spec_from_file_location(
       os.path.splitext(os.path.basename(path))[0], path)
   module = importlib.util.module_from_spec(spec)
@@ -32,6 +34,21 @@ def load_module(path: str, entry: str, what: str = 'Config file',
   if not hasattr(module, entry):
     raise error(f'{what} {path!r} defines no {entry}().')
   return module
+
+
+def _make_configs_importable(path: str) -> None:
+  """Puts the folder holding ``path``'s ``configs`` package on ``sys.path``.
+
+  Config files share ``configs/recipes.py`` (``from configs import
+  recipes``); from any working directory that import finds the ``configs``
+  package the file itself belongs to.
+  """
+  folder = os.path.dirname(os.path.abspath(path))
+  while os.path.basename(folder) and not os.path.isfile(
+      os.path.join(folder, 'configs', '__init__.py')):
+    folder = os.path.dirname(folder)
+  if os.path.basename(folder) and folder not in sys.path:
+    sys.path.append(folder)
 
 
 def unknown_preset(config_name: str, preset: str,
