@@ -40,7 +40,8 @@ def onednn_extension() -> list[Extension]:
       include_dirs=[ffi_include, str(dnnl_hpp.parents[2])],
       library_dirs=[str(libdnnl.parent)],
       libraries=[':libdnnl.so.3'],
-      extra_compile_args=['-std=c++17', '-O2', '-Wno-attributes'],
+      extra_compile_args=['-std=c++17', '-O2', '-fopenmp', '-Wno-attributes'],
+      extra_link_args=['-fopenmp'],
       language='c++',
       optional=True)]
 

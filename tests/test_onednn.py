@@ -210,3 +210,23 @@ def test_forced_off_by_environment_uses_xla_and_says_so():
   assert float(lines['SUM']) == 4 * (4 * 8 + 16 * 12 + 16 * 18)
   # Logged once, at the first conv that asked for it.
   assert out.stderr.count("oneDNN convolutions unavailable") == 1, out.stderr
+
+
+@needs_onednn
+def test_one_thread_and_all_cores_compute_the_same():
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(4, 16, 16, 16)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(3, 3, 16, 32)), jnp.float32)
+  grad = jax.jit(jax.grad(lambda x, k: jnp.sum(onednn.conv2d(x, k) ** 2),
+                          argnums=(0, 1)))
+  results = {}
+  try:
+    for threads in (1, 0):
+      onednn.set_threads(threads)
+      results[threads] = jax.device_get(grad(x, kernel))
+  finally:
+    onednn.set_threads(onednn.DEFAULT_THREADS)
+  for a, b in zip(results[1], results[0]):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+  with pytest.raises(ValueError, match='0 \\(all cores\\)'):
+    onednn.set_threads(-1)

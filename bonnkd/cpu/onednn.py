@@ -35,11 +35,14 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ['available', 'why_unavailable', 'conv2d', 'library_path', 'ENV',
-           'TARGETS']
+__all__ = ['available', 'why_unavailable', 'conv2d', 'set_threads',
+           'library_path', 'ENV', 'THREADS_ENV', 'TARGETS']
 
 # '0' keeps XLA's convolutions even where the library is built.
 ENV = 'BONNKD_ONEDNN'
+# oneDNN's threads per call: 1 (the default) or 0 (all cores, one call at a
+# time); see :func:`set_threads`.
+THREADS_ENV = 'BONNKD_ONEDNN_THREADS'
 _LIBRARY = '_onednn_conv'
 # FFI target name -> symbol of the library.
 TARGETS = {
@@ -91,9 +94,32 @@ def _load() -> tuple[bool, str]:
     jax.ffi.register_ffi_target(
         target, jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
   library.BonnkdOnednnVersion.restype = ctypes.c_char_p
-  logging.info('oneDNN %s convolutions loaded from %s.',
-               library.BonnkdOnednnVersion().decode(), path)
+  global _library
+  _library = library
+  set_threads(int(os.environ.get(THREADS_ENV, DEFAULT_THREADS)))
+  logging.info('oneDNN %s convolutions loaded from %s (%s thread(s) a call).',
+               library.BonnkdOnednnVersion().decode(), path,
+               os.environ.get(THREADS_ENV, DEFAULT_THREADS))
   return True, ''
+
+
+_library = None
+DEFAULT_THREADS = 1
+
+
+def set_threads(n: int) -> None:
+  """oneDNN's OpenMP threads for each later call: 1, or 0 for all cores.
+
+  XLA:CPU runs independent operations at once on its own thread pool (one
+  thread a core): a conv's input and weight gradients are two such calls.
+  With one thread a call, the pool is the parallelism and nothing
+  oversubscribes the cores. With all cores a call, one call runs at a time
+  (a lock in the library), while XLA's other threads may still run their
+  own operations beside it.
+  """
+  if n < 0:
+    raise ValueError(f'oneDNN threads must be 0 (all cores) or more, got {n}.')
+  _library.BonnkdOnednnSetThreads(ctypes.c_int(n))
 
 
 def available() -> bool:

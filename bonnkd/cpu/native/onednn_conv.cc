@@ -15,6 +15,9 @@
 // HWIO into the primitive's layout at each call (and the weight gradient
 // back), a small cost next to the convolution.
 
+#include <omp.h>
+
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -117,6 +120,27 @@ Geometry FromShapes(ffi::Buffer<ffi::F32, 4> x, ffi::Buffer<ffi::F32, 4> k,
                   oh,    ow,    sh,    sw,    pt,    pb,    pl,    pr};
 }
 
+// oneDNN's OpenMP threads per call (0: OpenMP's default, all cores). XLA may
+// call two of these handlers at once from its own thread pool (a conv's
+// input and weight gradients are independent); two OpenMP teams on the same
+// cores, whose JIT kernels wait for each other in spin barriers, slowed a
+// step by minutes. So a call with more than one thread holds a process-wide
+// lock (one team at a time); a call with one thread runs alongside XLA's.
+std::atomic<int> num_threads{0};
+
+std::mutex& TeamLock() {
+  static std::mutex* mu = new std::mutex();
+  return *mu;
+}
+
+// Sets this XLA thread's team size for the oneDNN calls it makes.
+std::unique_lock<std::mutex> JoinTeam() {
+  int n = num_threads.load();
+  omp_set_num_threads(n > 0 ? n : omp_get_num_procs());
+  if (n == 1) return std::unique_lock<std::mutex>();
+  return std::unique_lock<std::mutex>(TeamLock());
+}
+
 // Runs ``conv`` with ``args`` plus a scratchpad of its own (thread-safe).
 void Execute(const Cached& c, std::unordered_map<int, memory> args) {
   dnnl::stream stream(Engine());
@@ -133,6 +157,7 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32, 4> x, ffi::Buffer<ffi::F32, 4> k,
   auto yd = y->dimensions();
   Geometry g = FromShapes(x, k, yd[1], yd[2], sh, sw, pt, pb, pl, pr);
   if (auto e = Check(g); e.failure()) return e;
+  auto team = JoinTeam();
   try {
     const Cached& c = Lookup(g.Key("fwd"), [&] {
       dnnl::convolution_forward::primitive_desc pd(
@@ -169,6 +194,7 @@ ffi::Error BackwardDataImpl(ffi::Buffer<ffi::F32, 4> dy,
   Geometry g{dxd[0], dxd[1], dxd[2], dxd[3], kd[0], kd[1], kd[3],
              dyd[1], dyd[2], sh,     sw,     pt,    pb,    pl,    pr};
   if (auto e = Check(g); e.failure()) return e;
+  auto team = JoinTeam();
   try {
     const Cached& c = Lookup(g.Key("bwd_data"), [&] {
       auto hint = ForwardDesc(g, dnnl::prop_kind::forward_training);
@@ -209,6 +235,7 @@ ffi::Error BackwardWeightsImpl(ffi::Buffer<ffi::F32, 4> x,
   Geometry g{xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3],
              dyd[1], dyd[2], sh,    sw,    pt,    pb,    pl,    pr};
   if (auto e = Check(g); e.failure()) return e;
+  auto team = JoinTeam();
   try {
     const Cached& c = Lookup(g.Key("bwd_weights"), [&] {
       auto hint = ForwardDesc(g, dnnl::prop_kind::forward_training);
@@ -281,3 +308,6 @@ extern "C" const char* BonnkdOnednnVersion() {
   }();
   return version.c_str();
 }
+
+// The team size of later calls: 1, or 0 for all cores.
+extern "C" void BonnkdOnednnSetThreads(int n) { num_threads.store(n); }
