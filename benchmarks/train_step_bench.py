@@ -7,7 +7,8 @@ rounds (medians), so the ratios hold on a noisy machine.
 
   python -m benchmarks.train_step_bench --config configs/phase1_bonn_wrn.py:cpu
   python -m benchmarks.train_step_bench --config configs/phase1_bonn_wrn.py:cpu \
-      --impl native,im2col,onednn,auto --steps 10 --rounds 3
+      --impl native,im2col,onednn,auto --steps 10 --rounds 3 \
+      --onednn_threads 1,0
   # A distillation step: the student plus the forward pass of a teacher
   # (random weights of the teacher config's model; speed does not depend on
   # the values).
@@ -25,6 +26,7 @@ from bonnkd import models
 from bonnkd.config import files
 from bonnkd.config import overrides
 from bonnkd.cpu import machine
+from bonnkd.cpu import onednn
 from bonnkd.cpu import step_timing
 from bonnkd.training import teacher as teacher_lib
 
@@ -53,6 +55,9 @@ def main(argv=None):
   parser.add_argument('--impl', default='native,auto')
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--rounds', type=int, default=3)
+  parser.add_argument('--onednn_threads', default='1',
+                      help="oneDNN's threads a call to time, e.g. 1,0 (0: all "
+                      'cores)')
   parser.add_argument('--teacher_config', default='',
                       help='time a distillation step with this teacher')
   parser.add_argument('--set', action='append', default=[],
@@ -67,14 +72,26 @@ def main(argv=None):
                     if args.teacher_config else None)
   timers = {impl: step_timer(config, impl, teacher_config=teacher_config)
             for impl in args.impl.split(',')}
-  rates = {impl: [] for impl in timers}
-  for _ in range(args.rounds):
-    for impl, measure in timers.items():
-      rates[impl].append(measure(args.steps))
+  # oneDNN's threads a call (bonnkd.cpu.onednn.set_threads), one variant
+  # each, timed on the same compiled step.
+  variants = [(impl, None) for impl in timers if impl != 'onednn']
+  if 'onednn' in timers:
+    variants += [('onednn', int(n)) for n in args.onednn_threads.split(',')]
+  rates = {variant: [] for variant in variants}
+  try:
+    for _ in range(args.rounds):
+      for impl, threads in variants:
+        if threads is not None:
+          onednn.set_threads(threads)
+        rates[impl, threads].append(timers[impl](args.steps))
+  finally:
+    if 'onednn' in timers:
+      onednn.set_threads(onednn.DEFAULT_THREADS)
   base = statistics.median(next(iter(rates.values())))
-  for impl, values in rates.items():
+  for (impl, threads), values in rates.items():
     ips = statistics.median(values)
-    print(f'{impl:>8}: {ips:8.1f} img/s  ({ips / base:.2f}x)  rounds '
+    name = impl if threads is None else f'{impl}/t{threads}'
+    print(f'{name:>11}: {ips:8.1f} img/s  ({ips / base:.2f}x)  rounds '
           + ' '.join(f'{v:.1f}' for v in values))
 
 

@@ -16,6 +16,7 @@ from benchmarks import train_step_bench
 from benchmarks import xla_flags_bench
 from bonnkd.config import files
 from bonnkd.config import overrides
+from bonnkd.cpu import onednn
 
 
 @pytest.mark.parametrize('table', [torch_compare.MODELS, throughput.MODELS],
@@ -137,12 +138,15 @@ def test_throughput_times_each_dtype_and_feed(capsys):
 
 
 def test_train_step_bench_compares_lowerings(capsys):
-  train_step_bench.main(['--config', SMOKE, '--impl', 'native,im2col',
-                         '--steps', '1', '--rounds', '2'])
+  impls, expected = 'native,im2col', {'native', 'im2col'}
+  if onednn.available():
+    impls, expected = 'native,onednn', {'native', 'onednn/t1', 'onednn/t0'}
+  train_step_bench.main(['--config', SMOKE, '--impl', impls, '--steps', '1',
+                         '--rounds', '2', '--onednn_threads', '1,0'])
   out = capsys.readouterr().out
   rates = {line.split(':')[0].strip(): line for line in out.splitlines()
            if 'img/s' in line}
-  assert set(rates) == {'native', 'im2col'}
+  assert set(rates) == expected
   assert '(1.00x)' in rates['native']
 
 
