@@ -40,8 +40,8 @@ __all__ = ['available', 'why_unavailable', 'conv2d', 'set_threads',
 
 # '0' keeps XLA's convolutions even where the library is built.
 ENV = 'BONNKD_ONEDNN'
-# oneDNN's threads per call: 1 (the default) or 0 (all cores, one call at a
-# time); see :func:`set_threads`.
+# oneDNN's threads a call: 0 (all cores, the default) or a number; see
+# :func:`set_threads`.
 THREADS_ENV = 'BONNKD_ONEDNN_THREADS'
 _LIBRARY = '_onednn_conv'
 # FFI target name -> symbol of the library.
@@ -104,18 +104,18 @@ def _load() -> tuple[bool, str]:
 
 
 _library = None
-DEFAULT_THREADS = 1
+DEFAULT_THREADS = 0
 
 
 def set_threads(n: int) -> None:
-  """oneDNN's OpenMP threads for each later call: 1, or 0 for all cores.
+  """oneDNN's OpenMP threads for each later call: 0 for all cores, or n.
 
-  XLA:CPU runs independent operations at once on its own thread pool (one
-  thread a core): a conv's input and weight gradients are two such calls.
-  With one thread a call, the pool is the parallelism and nothing
-  oversubscribes the cores. With all cores a call, one call runs at a time
-  (a lock in the library), while XLA's other threads may still run their
-  own operations beside it.
+  One call runs at a time, whatever XLA:CPU's thread pool asks (a lock in
+  the library): XLA runs independent operations at once, such as a conv's
+  input and weight gradients, and concurrent oneDNN calls corrupted memory
+  and, as two OpenMP teams on the same cores, stalled in oneDNN's spin
+  barriers. Measured on 2 cores, all cores a call and one thread a call
+  trained at the same speed within the noise (results/README.md).
   """
   if n < 0:
     raise ValueError(f'oneDNN threads must be 0 (all cores) or more, got {n}.')

@@ -10,8 +10,7 @@
 //
 // Each handler keeps, per shape, the oneDNN primitive and the kernel layout
 // that primitive chose (format_tag::any: blocked for the JIT kernels), in a
-// cache guarded by a mutex; the primitives themselves are thread-safe to
-// execute. Activations stay NHWC (no reorder); the kernel is reordered from
+// cache guarded by a mutex; one call executes at a time (JoinTeam). Activations stay NHWC (no reorder); the kernel is reordered from
 // HWIO into the primitive's layout at each call (and the weight gradient
 // back), a small cost next to the convolution.
 
@@ -120,25 +119,22 @@ Geometry FromShapes(ffi::Buffer<ffi::F32, 4> x, ffi::Buffer<ffi::F32, 4> k,
                   oh,    ow,    sh,    sw,    pt,    pb,    pl,    pr};
 }
 
-// oneDNN's OpenMP threads per call (0: OpenMP's default, all cores). XLA may
-// call two of these handlers at once from its own thread pool (a conv's
-// input and weight gradients are independent); two OpenMP teams on the same
-// cores, whose JIT kernels wait for each other in spin barriers, slowed a
-// step by minutes. So a call with more than one thread holds a process-wide
-// lock (one team at a time); a call with one thread runs alongside XLA's.
+// oneDNN's OpenMP threads per call (0: all cores). One call runs at a time:
+// XLA may call these handlers from two threads of its pool at once (a conv's
+// input and weight gradients are independent, and layers share shapes, so
+// share cached primitives), and concurrent calls corrupted the heap
+// (``double free``) in a notebook's run; two OpenMP teams on the same cores,
+// whose JIT kernels wait for each other in spin barriers, also stalled a
+// step for minutes. Under the lock a call has the cores to itself (XLA's
+// other threads may still run their own operations beside it).
 std::atomic<int> num_threads{0};
 
-std::mutex& TeamLock() {
-  static std::mutex* mu = new std::mutex();
-  return *mu;
-}
-
-// Sets this XLA thread's team size for the oneDNN calls it makes.
 std::unique_lock<std::mutex> JoinTeam() {
+  static std::mutex* mu = new std::mutex();
+  std::unique_lock<std::mutex> lock(*mu);
   int n = num_threads.load();
   omp_set_num_threads(n > 0 ? n : omp_get_num_procs());
-  if (n == 1) return std::unique_lock<std::mutex>();
-  return std::unique_lock<std::mutex>(TeamLock());
+  return lock;
 }
 
 // Runs ``conv`` with ``args`` plus a scratchpad of its own (thread-safe).
