@@ -8,7 +8,8 @@ and with each way of feeding it: 'device' keeps the split on the devices
 and sends the indices (what ``train_and_evaluate`` does,
 ``bonnkd.cpu.step_timing.step_timer``); 'host' gathers every batch from a
 host copy of the split and sends it (the loop before the train split moved
-onto the devices, :func:`host_fed_timer`). Rounds alternate between the variants; medians are printed. On an
+onto the devices, :func:`host_fed_timer`). Rounds alternate between the
+variants; medians are printed. On an
 accelerator run it there too; name the device and the CPU next to any
 figure (results/README.md).
 """

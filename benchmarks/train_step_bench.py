@@ -36,13 +36,14 @@ def random_teacher(teacher_config, impl: str):
   model_config = teacher_config.model.copy_and_resolve_references()
   model_config.conv_impl = impl
   model = models.create_model(model_config, dtype=teacher_config.dtype)
-  variables = model.init(jax.random.key(2), np.zeros((1, 32, 32, 3), np.float32))
+  variables = model.init(jax.random.key(2),
+                         np.zeros((1, 32, 32, 3), np.float32))
   return teacher_lib.Teacher(model=model, variables=variables,
                              config=teacher_config, step=0)
 
 
 def step_timer(config, impl: str, warmup: int = 2, teacher_config=None):
-  """``measure(steps) -> img/s`` of the jitted step with the lowering ``impl``."""
+  """``measure(steps) -> img/s`` of the jitted step with lowering ``impl``."""
   config = overrides.override(config, [('model.conv_impl', impl)])
   teacher = (random_teacher(teacher_config, impl) if teacher_config
              else None)

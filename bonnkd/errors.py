@@ -3,8 +3,8 @@
 Every error that a user's input causes (a config value, a path, missing data)
 is a :class:`UserError`: its message names the value, what was expected and,
 where there is one, the fix. The CLIs (``launch.py``, ``python -m
-bonnkd.tools.inspect`` / ``report`` / ``summary``) print such an error as one line
-on stderr and exit with status 1; anything else is a bug and keeps its
+bonnkd.tools.inspect`` / ``report`` / ``summary``) print such an error as one
+line on stderr and exit with status 1; anything else is a bug and keeps its
 traceback. From Python or Colab the exceptions propagate as usual.
 
     try:

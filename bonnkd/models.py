@@ -304,13 +304,14 @@ _MODELS = {'wide_resnet': WideResNet, 'resnet': ResNet}
 
 
 def _validate_wide_resnet(depth, width, dropout_rate) -> None:
-  validation.check(isinstance(depth, int) and depth >= 10 and (depth - 4) % 6 == 0,
-        'model.depth', depth,
+  validation.check(
+      isinstance(depth, int) and depth >= 10 and (depth - 4) % 6 == 0,
+      'model.depth', depth,
         'an integer 6n + 4 with n >= 1 (10, 16, 22, 28, ...)')
   validation.check(isinstance(width, int) and width >= 1, 'model.width', width,
         'a positive integer')
-  validation.check(0.0 <= dropout_rate < 1.0, 'model.dropout_rate', dropout_rate,
-        'a float in [0, 1)')
+  validation.check(0.0 <= dropout_rate < 1.0, 'model.dropout_rate',
+                   dropout_rate, 'a float in [0, 1)')
 
 
 def _validate_resnet(stage_sizes, widths) -> None:
@@ -326,10 +327,10 @@ def _validate_binarization(binarize, binarize_what, quantizer, weight_scale,
   """The fields every model shares: which convs are 1-bit, and how."""
   validation.check(binarize in BINARIZE_MODES, 'model.binarize', binarize,
         f'one of {BINARIZE_MODES}')
-  validation.check(binarize_what in BINARIZE_WHAT, 'model.binarize_what', binarize_what,
-        f'one of {BINARIZE_WHAT}')
-  validation.check(quantizer in quantizers.QUANTIZERS, 'model.quantizer', quantizer,
-        f'one of {sorted(quantizers.QUANTIZERS)}')
+  validation.check(binarize_what in BINARIZE_WHAT, 'model.binarize_what',
+                   binarize_what, f'one of {BINARIZE_WHAT}')
+  validation.check(quantizer in quantizers.QUANTIZERS, 'model.quantizer',
+                   quantizer, f'one of {sorted(quantizers.QUANTIZERS)}')
   validation.check(weight_scale in layers.WEIGHT_SCALES, 'model.weight_scale',
         weight_scale, f'one of {layers.WEIGHT_SCALES}')
   validation.check(conv_impl in layers.CONV_IMPLS, 'model.conv_impl', conv_impl,

@@ -125,8 +125,8 @@ def time_xla_cpu_flags(runs: list[Run], out: str,
   """Times XLA:CPU's flags for each model of ``runs``, one model at a time.
 
   Runs started side by side would time their candidates under each other's
-  load (``bonnkd.cpu.xla_cpu_flags``); timed here first, each run's ``launch.py``
-  finds its choice cached. Nothing is timed unless launch.py's mode is auto.
+  load (``bonnkd.cpu.xla_cpu_flags``); timed here first, each run's
+  ``launch.py`` finds its choice cached. Nothing is timed unless launch.py's mode is auto.
 
   Returns:
     {run name: img/s of its train step under the chosen flags}, for the runs

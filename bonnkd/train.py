@@ -83,12 +83,13 @@ def train_step(state: TrainState, images, labels, teacher_variables=None, *,
   draws exactly the randomness of an uninterrupted one. With a ``teacher``
   (phase 2), the teacher sees the same augmented batch in the same step
   (Beyer et al. 2022, "consistent" distillation) and the loss is
-  :func:`bonnkd.training.losses.kd_loss`, whose CE term gets the label smoothing.
+  :func:`bonnkd.training.losses.kd_loss`, whose CE term gets the label
+  smoothing.
 
   With ``config.bonn.kernel_weight`` (lambda) or ``feature_weight``
   (theta) above 0, BONN's Bayesian losses are added
-  (:mod:`bonnkd.binary.bayesian_losses`): the kernel loss of every 1-bit conv with
-  a modulation vector, and the feature loss against the running class
+  (:mod:`bonnkd.binary.bayesian_losses`): the kernel loss of every 1-bit
+  conv with a modulation vector, and the feature loss against the running class
   statistics, which the step then updates.
 
   Returns:
@@ -221,7 +222,7 @@ def setup(config, num_train_examples: int, *, devices=None,
                                        mesh.replicated)
   teacher = teacher if config.kd.enabled else None
   steps_per_epoch = defaults.steps_per_epoch(num_train_examples,
-                                               config.batch_size)
+                                             config.batch_size)
   model = models.create_model(config.model, dtype=config.dtype)
   if jax.process_count() == 1:
     # Every process of a multi-process job must compile the same program:

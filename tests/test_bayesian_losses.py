@@ -78,10 +78,12 @@ def test_kernel_gradient_pulls_weights_to_their_modes():
 
 
 def test_kernel_loss_held_off_the_modulation():
-  # trains_modulation=False: the same loss and kernel gradient, none on the scale.
+  # trains_modulation=False: the same loss and kernel gradient, none on the
+  # scale.
   k, s, nu = tiny_kernel(3), np.array([0.2, 0.9, 1.4], np.float32), 0.25
   def loss(trains_modulation):
-    return lambda k, s: bayesian_losses.kernel_loss(k, s, nu, trains_modulation)[0]
+    return lambda k, s: bayesian_losses.kernel_loss(k, s, nu,
+                                                    trains_modulation)[0]
   (dk, ds), (dk_held, ds_held) = (jax.grad(loss(t), (0, 1))(k, s)
                                   for t in (True, False))
   np.testing.assert_allclose(loss(False)(k, s), loss(True)(k, s))

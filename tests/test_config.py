@@ -163,8 +163,9 @@ def test_load_reads_a_file_and_preset_and_names_bad_ones(tmp_path):
 
 
 # configs/recipes.py holds what the config files share; it is not one.
-CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, 'configs', '[!_]*.py'))
-                      if os.path.basename(p) != 'recipes.py')
+CONFIG_FILES = sorted(
+    p for p in glob.glob(os.path.join(ROOT, 'configs', '[!_]*.py'))
+    if os.path.basename(p) != 'recipes.py')
 
 
 PRESET_CASES = [(path, preset) for path in CONFIG_FILES
@@ -209,8 +210,9 @@ def test_every_preset_builds_and_its_train_step_traces(path, preset):
 def test_a_config_file_loads_from_any_working_directory(tmp_path):
   # Config files import configs/recipes.py; a script elsewhere, whose
   # sys.path lacks the repository, still loads them by path.
+  path = os.path.join(ROOT, 'configs', 'phase1_bonn_wrn.py')
   script = ('from bonnkd.config import files\n'
-            f'config = files.load({os.path.join(ROOT, "configs", "phase1_bonn_wrn.py")!r} + ":bonn_cpu")\n'
+            f'config = files.load({path + ":bonn_cpu"!r})\n'
             'print(config.bonn.kernel_weight)\n')
   env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
   out = subprocess.run([sys.executable, '-c', script], cwd=tmp_path, env=env,

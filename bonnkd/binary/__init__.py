@@ -1,1 +1,1 @@
-"""The 1-bit primitives: quantizers (sign + STE), the binary conv layer, BONN's losses."""
+"""The 1-bit primitives: sign + STE, the binary conv layer, BONN's losses."""

@@ -43,7 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
   # 'none', 'xnor' (mean |W|) or 'modulation' (learned, BONN/MCN).
   config.model.weight_scale = 'modulation'
   config.model.dropout_rate = 0.0
-  # 'auto' picks the fast lowering per backend (see bonnkd.binary.layers.conv2d).
+  # 'auto' picks the fast lowering per backend (bonnkd.binary.layers.conv2d).
   config.model.conv_impl = 'auto'
   # The computation's dtype: 'float32' or 'bfloat16' (activations and
   # convolutions; parameters, optimizer state, BatchNorm statistics and the
@@ -96,8 +96,8 @@ def base_config() -> ml_collections.ConfigDict:
   # model selection, which reads the val split only.
   config.eval_test = True
 
-  # BONN's Bayesian losses (bonnkd/binary/bayesian_losses.py): lambda, theta and nu
-  # of Gu et al.'s Eq. 3.108. 0 turns a term off (training is then exactly
+  # BONN's Bayesian losses (bonnkd/binary/bayesian_losses.py): lambda, theta
+  # and nu of Gu et al.'s Eq. 3.108. 0 turns a term off (training is then exactly
   # the plain one). The kernel loss applies to the 1-bit convs with a
   # learned modulation vector.
   config.bonn = ml_collections.ConfigDict()

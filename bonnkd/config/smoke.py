@@ -1,4 +1,4 @@
-"""Smoke size: a config shrunk to a few hundred images, for tests and plan checks."""
+"""Smoke size: a config shrunk to a few hundred images (tests, plan checks)."""
 
 import ml_collections
 

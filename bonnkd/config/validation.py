@@ -13,7 +13,7 @@ __all__ = ['check', 'validate']
 
 
 def check(ok: bool, key: str, value, expected: str) -> None:
-  """Raises a ConfigError naming ``config.<key>``, its value and ``expected``."""
+  """A ConfigError naming ``config.<key>``, its value and ``expected``."""
   if not ok:
     raise errors.ConfigError(
         f'Invalid config.{key}={value!r}: expected {expected}.')

@@ -1,1 +1,1 @@
-"""CPU speed, measured on the machine at hand: machine key, conv autotune, XLA flags, step timing, oneDNN convolutions."""
+"""CPU speed on the machine at hand: caches, autotune, XLA flags, oneDNN."""

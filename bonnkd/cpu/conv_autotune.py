@@ -106,8 +106,8 @@ def tune(model: nn.Module, batch_size: int) -> dict[str, str]:
   """Chooses the fastest lowering for each conv shape of ``model`` here.
 
   Measures the shapes not yet in the cache, then installs the choices for
-  ``conv_impl='auto'`` (:func:`bonnkd.binary.layers.use_cpu_conv_plan`). No-op on
-  GPU and TPU, and for a model whose ``conv_impl`` is not 'auto'.
+  ``conv_impl='auto'`` (:func:`bonnkd.binary.layers.use_cpu_conv_plan`).
+  No-op on GPU and TPU, and for a model whose ``conv_impl`` is not 'auto'.
 
   Returns:
     {shape key: one of :func:`candidates`} for the model's convs.

@@ -3,8 +3,8 @@
 The fastest convolution lowering and the fastest XLA:CPU flags depend on the
 CPU (two EPYC generations that a virtual machine names alike differed), the
 core count, the jax version and the XLA_FLAGS already set. :func:`key` names
-all of them; :mod:`bonnkd.cpu.conv_autotune` and :mod:`bonnkd.cpu.xla_cpu_flags` key
-their caches (``$BONNKD_CACHE_DIR``, default ``~/.cache/bonnkd``) by it.
+all of them; :mod:`bonnkd.cpu.conv_autotune` and
+:mod:`bonnkd.cpu.xla_cpu_flags` key their caches (``$BONNKD_CACHE_DIR``, default ``~/.cache/bonnkd``) by it.
 
 Nothing here starts JAX's backend: :mod:`bonnkd.cpu.xla_cpu_flags` uses it
 before the backend starts.

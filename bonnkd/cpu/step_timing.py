@@ -1,8 +1,8 @@
 """Images/s of a config's real train step, on random data.
 
 The one timer behind the benchmarks (``benchmarks/``) and the XLA:CPU flag
-choice at start-up (:mod:`bonnkd.cpu.xla_cpu_flags`): it builds the run exactly as
-``train_and_evaluate`` does (:func:`bonnkd.train.setup`: model, state, mesh,
+choice at start-up (:mod:`bonnkd.cpu.xla_cpu_flags`): it builds the run
+exactly as ``train_and_evaluate`` does (:func:`bonnkd.train.setup`: model, state, mesh,
 the jitted step) and times that step on random uint8 batches; the speed of a
 step does not depend on the pixel values.
 

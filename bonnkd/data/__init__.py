@@ -1,1 +1,1 @@
-"""CIFAR-10 in memory (tfds, an image folder or the tarball) and its augmentation."""
+"""CIFAR-10 in memory (tfds, image folder or tarball), its augmentation."""

@@ -269,8 +269,8 @@ def split_train_val(train: Split, num_val: int, seed: int):
 def ensure_available(data_config) -> None:
   """Raises now, before anything costly, where there is no data to read.
 
-  Before launch.py times XLA:CPU's flags (:func:`bonnkd.cpu.xla_cpu_flags.choose`,
-  minutes of compilation): the folder's ``train`` and ``test`` folders or
+  Before launch.py times XLA:CPU's flags
+  (:func:`bonnkd.cpu.xla_cpu_flags.choose`, minutes of compilation): the folder's ``train`` and ``test`` folders or
   the tarball exist, and tfds's cifar10 is prepared in its data_dir,
   downloaded now if it is not, as ``tfds.load`` would (offline, tfds retried
   for 3.4 minutes before it gave up on a development machine). A damaged

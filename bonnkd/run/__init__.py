@@ -1,1 +1,1 @@
-"""The run directory (``WORKDIR/``): one object that owns every file of a run."""
+"""The run directory (``WORKDIR/``): one object owns every file of a run."""

@@ -8,8 +8,8 @@ config, every parameter with shape, dtype and count, and for each binarized
 layer the fraction of +1 weights (sign of the latent kernel), mean |w| and
 its modulation vector next to XNOR's scale of the same kernel (mean |w| per
 output channel, the optimum of BONN's reconstruction term
-``||k - w o sign(k)||^2``: :mod:`bonnkd.binary.bayesian_losses`), so one sees how
-far training has moved the modulation from it. The checkpoint is restored
+``||k - w o sign(k)||^2``: :mod:`bonnkd.binary.bayesian_losses`), so one
+sees how far training has moved the modulation from it. The checkpoint is restored
 through the run's own config (``bonnkd.training.train_state.restore``);
 the README and ``bonnkd/run/checkpoints.py`` show the few lines of plain
 orbax that read one without bonnkd.
@@ -51,7 +51,8 @@ def describe(path: str) -> str:
     steps = ckpts.all_steps()
     best, latest = ckpts.best_step(), ckpts.latest_step()
   if latest is None:
-    raise checkpoints.NoCheckpointError(f'{run.path!r} holds no checkpoint yet.')
+    raise checkpoints.NoCheckpointError(
+        f'{run.path!r} holds no checkpoint yet.')
   lines = [f'run: {run.path}',
            f'steps: {steps} (latest {latest}, best by val {best})',
            'config:', json.dumps(config.to_dict(), indent=2, sort_keys=True)]

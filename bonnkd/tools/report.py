@@ -93,7 +93,8 @@ def confusion_matrix(labels, predictions, num_classes: int = 10):
 def split_predictions(config, variables, split, batch_size: int = 500):
   """Predictions of a model (eval mode) on every example of ``split``.
 
-  The same :mod:`bonnkd.training.evaluation` that training uses, on all devices here.
+  The same :mod:`bonnkd.training.evaluation` that training uses, on all
+  devices here.
   """
   mesh = sharding.DataParallelMesh()
   batch_size -= batch_size % mesh.size

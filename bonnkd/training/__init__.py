@@ -1,1 +1,1 @@
-"""What a train step computes with: state and optimizer, losses, evaluation, teacher, mesh."""
+"""A train step's parts: state, optimizer, losses, eval, teacher, mesh."""
