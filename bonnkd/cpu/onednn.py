@@ -43,7 +43,9 @@ ENV = 'BONNKD_ONEDNN'
 # oneDNN's threads a call: 0 (all cores, the default) or a number; see
 # :func:`set_threads`.
 THREADS_ENV = 'BONNKD_ONEDNN_THREADS'
+DEFAULT_THREADS = 0
 _LIBRARY = '_onednn_conv'
+_library = None  # The loaded library (ctypes), once _load succeeded.
 # FFI target name -> symbol of the library.
 TARGETS = {
     'bonnkd_onednn_conv_fwd': 'BonnkdOnednnConvForward',
@@ -96,15 +98,13 @@ def _load() -> tuple[bool, str]:
   library.BonnkdOnednnVersion.restype = ctypes.c_char_p
   global _library
   _library = library
-  set_threads(int(os.environ.get(THREADS_ENV, DEFAULT_THREADS)))
-  logging.info('oneDNN %s convolutions loaded from %s (%s thread(s) a call).',
-               library.BonnkdOnednnVersion().decode(), path,
-               os.environ.get(THREADS_ENV, DEFAULT_THREADS))
+  threads = int(os.environ.get(THREADS_ENV, DEFAULT_THREADS))
+  set_threads(threads)
+  logging.info('oneDNN %s convolutions loaded from %s (%s a call, one call '
+               'at a time).', library.BonnkdOnednnVersion().decode(), path,
+               f'{threads} thread(s)' if threads else 'all cores')
   return True, ''
 
-
-_library = None
-DEFAULT_THREADS = 0
 
 
 def set_threads(n: int) -> None:
@@ -119,6 +119,9 @@ def set_threads(n: int) -> None:
   """
   if n < 0:
     raise ValueError(f'oneDNN threads must be 0 (all cores) or more, got {n}.')
+  if _library is None and not available():
+    raise RuntimeError(f'oneDNN convolutions unavailable: '
+                       f'{why_unavailable()}.')
   _library.BonnkdOnednnSetThreads(ctypes.c_int(n))
 
 
