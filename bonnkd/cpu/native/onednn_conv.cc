@@ -22,7 +22,6 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
-#include <utility>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -261,39 +260,29 @@ ffi::Error BackwardWeightsImpl(ffi::Buffer<ffi::F32, 4> x,
   return ffi::Error::Success();
 }
 
-template <typename B>
-auto WithGeometryAttrs(B binding) {
-  return std::move(binding)
-      .template Attr<int64_t>("stride_h")
-      .template Attr<int64_t>("stride_w")
-      .template Attr<int64_t>("pad_top")
-      .template Attr<int64_t>("pad_bottom")
-      .template Attr<int64_t>("pad_left")
-      .template Attr<int64_t>("pad_right");
+// (input, kernel or output gradient) -> result, with the geometry: the
+// binding all three handlers share.
+auto ConvBinding() {
+  return ffi::Ffi::Bind()
+      .Arg<ffi::Buffer<ffi::F32, 4>>()
+      .Arg<ffi::Buffer<ffi::F32, 4>>()
+      .Ret<ffi::Buffer<ffi::F32, 4>>()
+      .Attr<int64_t>("stride_h")
+      .Attr<int64_t>("stride_w")
+      .Attr<int64_t>("pad_top")
+      .Attr<int64_t>("pad_bottom")
+      .Attr<int64_t>("pad_left")
+      .Attr<int64_t>("pad_right");
 }
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(
-    BonnkdOnednnConvForward, ForwardImpl,
-    WithGeometryAttrs(ffi::Ffi::Bind()
-                          .Arg<ffi::Buffer<ffi::F32, 4>>()
-                          .Arg<ffi::Buffer<ffi::F32, 4>>()
-                          .Ret<ffi::Buffer<ffi::F32, 4>>()));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(
-    BonnkdOnednnConvBackwardData, BackwardDataImpl,
-    WithGeometryAttrs(ffi::Ffi::Bind()
-                          .Arg<ffi::Buffer<ffi::F32, 4>>()
-                          .Arg<ffi::Buffer<ffi::F32, 4>>()
-                          .Ret<ffi::Buffer<ffi::F32, 4>>()));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(
-    BonnkdOnednnConvBackwardWeights, BackwardWeightsImpl,
-    WithGeometryAttrs(ffi::Ffi::Bind()
-                          .Arg<ffi::Buffer<ffi::F32, 4>>()
-                          .Arg<ffi::Buffer<ffi::F32, 4>>()
-                          .Ret<ffi::Buffer<ffi::F32, 4>>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BonnkdOnednnConvForward, ForwardImpl,
+                              ConvBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BonnkdOnednnConvBackwardData, BackwardDataImpl,
+                              ConvBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BonnkdOnednnConvBackwardWeights,
+                              BackwardWeightsImpl, ConvBinding());
 
 // The oneDNN version this was built against, for the log line at load time.
 extern "C" const char* BonnkdOnednnVersion() {
