@@ -166,6 +166,27 @@ def read_metrics(workdir):
     return [json.loads(line) for line in f]
 
 
+class Interrupt(Exception):
+  """Stands for a run stopped from outside (Ctrl-C, a lost machine)."""
+
+
+def interrupt_at_step(monkeypatch, step: int):
+  """Makes a run raise :class:`Interrupt` when it asks for ``step``'s rows.
+
+  Returns:
+    ``undo()``, which gives the run its batches back (to resume it).
+  """
+  real = input_pipeline.train_indices
+
+  def dying(num_examples, at, *args, **kwargs):
+    if at == step:
+      raise Interrupt
+    return real(num_examples, at, *args, **kwargs)
+
+  monkeypatch.setattr(input_pipeline, 'train_indices', dying)
+  return lambda: monkeypatch.setattr(input_pipeline, 'train_indices', real)
+
+
 def start_launch(workdir, data, *extra):
   """Starts ``launch.py`` on the phase-1 smoke preset and the synthetic data.
 

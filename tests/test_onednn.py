@@ -23,7 +23,9 @@ from bonnkd import train
 from bonnkd.binary import layers
 from bonnkd.cpu import onednn
 from bonnkd.data import input_pipeline
+from tests.conftest import Interrupt
 from tests.conftest import ROOT
+from tests.conftest import interrupt_at_step
 from tests.conftest import tiny_config
 
 needs_onednn = pytest.mark.skipif(
@@ -164,17 +166,11 @@ def test_interrupted_onednn_run_resumes_bit_exact(cifar_tarball, tmp_path,
   config = tiny_config(cifar_tarball[0], **{'model.conv_impl': 'onednn',
                                             'num_epochs': 2.0})
   reference = train.train_and_evaluate(config, str(tmp_path / 'straight'))
-  real_indices = input_pipeline.train_indices
-
-  def dying(num_examples, step, *args, **kwargs):
-    if step == 20:  # Mid-epoch 2, after the epoch-1 checkpoint at step 15.
-      raise KeyboardInterrupt
-    return real_indices(num_examples, step, *args, **kwargs)
-
-  monkeypatch.setattr(input_pipeline, 'train_indices', dying)
-  with pytest.raises(KeyboardInterrupt):
+  # Mid-epoch 2, after the epoch-1 checkpoint at step 15.
+  undo = interrupt_at_step(monkeypatch, 20)
+  with pytest.raises(Interrupt):
     train.train_and_evaluate(config, str(tmp_path / 'resumed'))
-  monkeypatch.setattr(input_pipeline, 'train_indices', real_indices)
+  undo()
   resumed = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
   assert int(resumed.step) == int(reference.step) == 30
   for a, b in zip(jax.tree.leaves(reference.params),

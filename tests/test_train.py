@@ -16,6 +16,8 @@ from bonnkd.tools import inspect as bonnkd_inspect
 from bonnkd.training import evaluation
 from bonnkd.training import losses
 from bonnkd.training import train_state
+from tests.conftest import Interrupt
+from tests.conftest import interrupt_at_step
 from tests.conftest import read_json
 from tests.conftest import read_metrics
 from tests.conftest import tiny_config
@@ -91,27 +93,17 @@ def test_eval_counts_every_example_and_matches_numpy(finished_run,
                              np.mean(predictions == split.labels))
 
 
-class Interrupt(Exception):
-  pass
-
-
 def test_interrupted_run_resumes_to_identical_parameters(
     finished_run, cifar_tarball, tmp_path, monkeypatch):
   config, _, reference = finished_run
   workdir = str(tmp_path)
-  real_batch = input_pipeline.train_indices
-
-  def dying_batch(num_examples, step, *args, **kwargs):
-    if step == 20:  # mid-epoch 2, after the epoch-1 checkpoint at step 15.
-      raise Interrupt
-    return real_batch(num_examples, step, *args, **kwargs)
-
-  monkeypatch.setattr(input_pipeline, 'train_indices', dying_batch)
+  # Mid-epoch 2, after the epoch-1 checkpoint at step 15.
+  undo = interrupt_at_step(monkeypatch, 20)
   with pytest.raises(Interrupt):
     train.train_and_evaluate(config, workdir)
   # Logged every 4 steps: the last record before the interruption is 20.
   assert max(r['step'] for r in read_metrics(workdir)) == 20
-  monkeypatch.setattr(input_pipeline, 'train_indices', real_batch)
+  undo()
   resumed = train.train_and_evaluate(config, workdir)
 
   assert int(resumed.step) == 45
@@ -127,17 +119,10 @@ def test_non_finite_loss_stops_with_step_and_keeps_files(
     cifar_tarball, tmp_path, monkeypatch):
   config = tiny_config(cifar_tarball[0], num_epochs=3.0)
   workdir = str(tmp_path)
-  real_batch = input_pipeline.train_indices
-
-  def stop_after_first_epoch(num_examples, step, *args, **kwargs):
-    if step == 16:
-      raise Interrupt
-    return real_batch(num_examples, step, *args, **kwargs)
-
-  monkeypatch.setattr(input_pipeline, 'train_indices', stop_after_first_epoch)
+  undo = interrupt_at_step(monkeypatch, 16)  # After the first epoch.
   with pytest.raises(Interrupt):
     train.train_and_evaluate(config, workdir)
-  monkeypatch.setattr(input_pipeline, 'train_indices', real_batch)
+  undo()
   # Records up to the checkpoint (step 15) are final; later ones are replayed.
   before = [r for r in read_metrics(workdir) if r['step'] <= 15]
 

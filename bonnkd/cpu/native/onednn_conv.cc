@@ -109,13 +109,14 @@ ffi::Error Check(const Geometry& g) {
   return ffi::Error::Success();
 }
 
-Geometry FromShapes(ffi::Buffer<ffi::F32, 4> x, ffi::Buffer<ffi::F32, 4> k,
-                    int64_t oh, int64_t ow, int64_t sh, int64_t sw,
-                    int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
-  auto xd = x.dimensions();
-  auto kd = k.dimensions();
-  return Geometry{xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3],
-                  oh,    ow,    sh,    sw,    pt,    pb,    pl,    pr};
+// The geometry of a conv from its input, kernel (HWIO) and output shapes,
+// whichever of them a handler reads or writes.
+template <typename Dims>
+Geometry MakeGeometry(Dims in, Dims kernel, Dims out, int64_t sh, int64_t sw,
+                      int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  return Geometry{in[0],     in[1],     in[2],  in[3],  kernel[0],
+                  kernel[1], kernel[3], out[1], out[2], sh,
+                  sw,        pt,        pb,     pl,     pr};
 }
 
 // oneDNN's OpenMP threads per call (0: all cores). One call runs at a time:
@@ -145,12 +146,22 @@ void Execute(const Cached& c, std::unordered_map<int, memory> args) {
   stream.wait();
 }
 
+// The kernel ``k`` (HWIO) reordered into the layout ``c``'s primitive reads.
+memory ConvKernel(const Cached& c, const Geometry& g, float* k) {
+  dnnl::stream stream(Engine());
+  memory user_k(g.UserWeights(), Engine(), k);
+  memory conv_k(c.weights, Engine());
+  c.to_or_from.execute(stream, user_k, conv_k);
+  stream.wait();
+  return conv_k;
+}
+
 ffi::Error ForwardImpl(ffi::Buffer<ffi::F32, 4> x, ffi::Buffer<ffi::F32, 4> k,
                        ffi::ResultBuffer<ffi::F32, 4> y, int64_t sh,
                        int64_t sw, int64_t pt, int64_t pb, int64_t pl,
                        int64_t pr) {
-  auto yd = y->dimensions();
-  Geometry g = FromShapes(x, k, yd[1], yd[2], sh, sw, pt, pb, pl, pr);
+  Geometry g = MakeGeometry(x.dimensions(), k.dimensions(), y->dimensions(),
+                            sh, sw, pt, pb, pl, pr);
   if (auto e = Check(g); e.failure()) return e;
   auto team = JoinTeam();
   try {
@@ -164,11 +175,7 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32, 4> x, ffi::Buffer<ffi::F32, 4> k,
                                   memory(pd.weights_desc(), Engine())),
                     pd.scratchpad_desc()};
     });
-    dnnl::stream stream(Engine());
-    memory user_k(g.UserWeights(), Engine(), k.typed_data());
-    memory conv_k(c.weights, Engine());
-    c.to_or_from.execute(stream, user_k, conv_k);
-    stream.wait();
+    memory conv_k = ConvKernel(c, g, k.typed_data());
     Execute(c, {{DNNL_ARG_SRC, memory(g.Src(), Engine(), x.typed_data())},
                 {DNNL_ARG_WEIGHTS, conv_k},
                 {DNNL_ARG_DST, memory(g.Dst(), Engine(), y->typed_data())}});
@@ -183,11 +190,8 @@ ffi::Error BackwardDataImpl(ffi::Buffer<ffi::F32, 4> dy,
                             ffi::ResultBuffer<ffi::F32, 4> dx, int64_t sh,
                             int64_t sw, int64_t pt, int64_t pb, int64_t pl,
                             int64_t pr) {
-  auto dyd = dy.dimensions();
-  auto dxd = dx->dimensions();
-  auto kd = k.dimensions();
-  Geometry g{dxd[0], dxd[1], dxd[2], dxd[3], kd[0], kd[1], kd[3],
-             dyd[1], dyd[2], sh,     sw,     pt,    pb,    pl,    pr};
+  Geometry g = MakeGeometry(dx->dimensions(), k.dimensions(),
+                            dy.dimensions(), sh, sw, pt, pb, pl, pr);
   if (auto e = Check(g); e.failure()) return e;
   auto team = JoinTeam();
   try {
@@ -202,11 +206,7 @@ ffi::Error BackwardDataImpl(ffi::Buffer<ffi::F32, 4> dy,
                                   memory(pd.weights_desc(), Engine())),
                     pd.scratchpad_desc()};
     });
-    dnnl::stream stream(Engine());
-    memory user_k(g.UserWeights(), Engine(), k.typed_data());
-    memory conv_k(c.weights, Engine());
-    c.to_or_from.execute(stream, user_k, conv_k);
-    stream.wait();
+    memory conv_k = ConvKernel(c, g, k.typed_data());
     Execute(c,
             {{DNNL_ARG_DIFF_DST, memory(g.Dst(), Engine(), dy.typed_data())},
              {DNNL_ARG_WEIGHTS, conv_k},
@@ -224,11 +224,8 @@ ffi::Error BackwardWeightsImpl(ffi::Buffer<ffi::F32, 4> x,
                                ffi::ResultBuffer<ffi::F32, 4> dk, int64_t sh,
                                int64_t sw, int64_t pt, int64_t pb, int64_t pl,
                                int64_t pr) {
-  auto xd = x.dimensions();
-  auto dyd = dy.dimensions();
-  auto kd = dk->dimensions();
-  Geometry g{xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3],
-             dyd[1], dyd[2], sh,    sw,    pt,    pb,    pl,    pr};
+  Geometry g = MakeGeometry(x.dimensions(), dk->dimensions(),
+                            dy.dimensions(), sh, sw, pt, pb, pl, pr);
   if (auto e = Check(g); e.failure()) return e;
   auto team = JoinTeam();
   try {
