@@ -209,15 +209,23 @@ def test_forced_off_by_environment_uses_xla_and_says_so():
 
 
 @needs_onednn
-def test_one_thread_and_all_cores_compute_the_same():
+@pytest.mark.parametrize('x_shape,kernel_shape', [
+    ((4, 16, 16, 16), (3, 3, 16, 32)),
+    # The 1x1 conv whose gradients hung with two threads a call.
+    ((32, 32, 32, 5), (1, 1, 5, 10)),
+])
+def test_one_thread_and_all_cores_compute_the_same(x_shape, kernel_shape):
   rng = np.random.default_rng(3)
-  x = jnp.asarray(rng.normal(size=(4, 16, 16, 16)), jnp.float32)
-  kernel = jnp.asarray(rng.normal(size=(3, 3, 16, 32)), jnp.float32)
+  x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=kernel_shape), jnp.float32)
   grad = jax.jit(jax.grad(lambda x, k: jnp.sum(onednn.conv2d(x, k) ** 2),
                           argnums=(0, 1)))
   results = {}
   try:
-    for threads in (1, 0):
+    # All cores first: the same shapes with one thread then take primitives
+    # of their own (a team size is part of the cache key), not those made
+    # for a team the call does not have.
+    for threads in (0, 1):
       onednn.set_threads(threads)
       results[threads] = jax.device_get(grad(x, kernel))
   finally:

@@ -40,10 +40,10 @@ __all__ = ['available', 'why_unavailable', 'conv2d', 'set_threads',
 
 # '0' keeps XLA's convolutions even where the library is built.
 ENV = 'BONNKD_ONEDNN'
-# oneDNN's threads a call: 0 (all cores, the default) or a number; see
+# oneDNN's threads a call: 1 (the default) or more, or 0 for all cores; see
 # :func:`set_threads`.
 THREADS_ENV = 'BONNKD_ONEDNN_THREADS'
-DEFAULT_THREADS = 0
+DEFAULT_THREADS = 1
 _LIBRARY = '_onednn_conv'
 _library = None  # The loaded library (ctypes), once _load succeeded.
 # FFI target name -> symbol of the library.
@@ -108,14 +108,18 @@ def _load() -> tuple[bool, str]:
 
 
 def set_threads(n: int) -> None:
-  """oneDNN's OpenMP threads for each later call: 0 for all cores, or n.
+  """oneDNN's OpenMP threads for each later call: n, or 0 for all cores.
 
   One call runs at a time, whatever XLA:CPU's thread pool asks (a lock in
   the library): XLA runs independent operations at once, such as a conv's
-  input and weight gradients, and concurrent oneDNN calls corrupted memory
-  and, as two OpenMP teams on the same cores, stalled in oneDNN's spin
-  barriers. Measured on 2 cores, all cores a call and one thread a call
-  trained at the same speed within the noise (results/README.md).
+  input and weight gradients, and concurrent oneDNN calls corrupted memory.
+  The default is one thread a call: with two, a run hung in oneDNN 3.2's
+  JIT spin barrier, both threads of the team waiting there for minutes (a
+  1x1 conv's gradients, timed by the autotune in the notebook's run, and in
+  CI before that, on 2-core EPYCs). One thread never waits in a barrier;
+  it trained 0.88-1.13x as fast as two on 2 cores (results/README.md), and
+  XLA's pool keeps the other core busy. More threads are for a machine
+  where that trade is measured to pay (``BONNKD_ONEDNN_THREADS``).
   """
   if n < 0:
     raise ValueError(f'oneDNN threads must be 0 (all cores) or more, got {n}.')

@@ -8,11 +8,12 @@
 // jax.custom_vjp; tests/test_onednn.py checks them against
 // lax.conv_general_dilated and its vjp.
 //
-// Each handler keeps, per shape, the oneDNN primitive and the kernel layout
-// that primitive chose (format_tag::any: blocked for the JIT kernels), in a
-// cache guarded by a mutex; one call executes at a time (JoinTeam). Activations stay NHWC (no reorder); the kernel is reordered from
-// HWIO into the primitive's layout at each call (and the weight gradient
-// back), a small cost next to the convolution.
+// Each handler keeps, per shape and team size, the oneDNN primitive and the
+// kernel layout that primitive chose (format_tag::any: blocked for the JIT
+// kernels), in a cache guarded by a mutex; one call executes at a time
+// (JoinTeam). Activations stay NHWC (no reorder); the kernel is reordered
+// from HWIO into the primitive's layout at each call (and the weight
+// gradient back), a small cost next to the convolution.
 
 #include <omp.h>
 
@@ -22,6 +23,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -59,8 +61,9 @@ struct Geometry {
   memory::dims PadL() const { return {pt, pl}; }
   memory::dims PadR() const { return {pb, pr}; }
 
-  std::string Key(const char* kind) const {
+  std::string Key(const char* kind, int threads) const {
     std::string key(kind);
+    key += '@' + std::to_string(threads);
     for (int64_t v : {n, h, w, c, kh, kw, o, oh, ow, sh, sw, pt, pb, pl, pr}) {
       key += ',' + std::to_string(v);
     }
@@ -119,22 +122,27 @@ Geometry MakeGeometry(Dims in, Dims kernel, Dims out, int64_t sh, int64_t sw,
                   sw,        pt,        pb,     pl,     pr};
 }
 
-// oneDNN's OpenMP threads per call (0: all cores). One call runs at a time:
-// XLA may call these handlers from two threads of its pool at once (a conv's
-// input and weight gradients are independent, and layers share shapes, so
-// share cached primitives), and concurrent calls corrupted the heap
-// (``double free``) in a notebook's run; two OpenMP teams on the same cores,
-// whose JIT kernels wait for each other in spin barriers, also stalled a
-// step for minutes. Under the lock a call has the cores to itself (XLA's
-// other threads may still run their own operations beside it).
-std::atomic<int> num_threads{0};
+// oneDNN's OpenMP threads per call (0: all cores; 1 by default, see
+// bonnkd/cpu/onednn.py). One call runs at a time: XLA may call these
+// handlers from two threads of its pool at once (a conv's input and weight
+// gradients are independent, and layers share shapes, so share cached
+// primitives), and concurrent calls corrupted the heap (``double free``) in
+// a notebook's run. With two threads a call, a run hung in oneDNN's JIT
+// spin barrier: both threads of the team waiting there for minutes
+// (2026-12-04, a 1x1 conv's gradients timed by the autotune; the CI run of
+// the notebook before that). One thread a call never waits in a barrier.
+std::atomic<int> num_threads{1};
 
-std::unique_lock<std::mutex> JoinTeam() {
+// Takes the lock and sets this thread's OpenMP team for the call; returns
+// the lock and the team size (part of a cached primitive's key: a
+// primitive made for a team of two waits for a second thread forever).
+std::pair<std::unique_lock<std::mutex>, int> JoinTeam() {
   static std::mutex* mu = new std::mutex();
   std::unique_lock<std::mutex> lock(*mu);
   int n = num_threads.load();
-  omp_set_num_threads(n > 0 ? n : omp_get_num_procs());
-  return lock;
+  n = n > 0 ? n : omp_get_num_procs();
+  omp_set_num_threads(n);
+  return {std::move(lock), n};
 }
 
 // Runs ``conv`` with ``args`` plus a scratchpad of its own (thread-safe).
@@ -163,9 +171,9 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32, 4> x, ffi::Buffer<ffi::F32, 4> k,
   Geometry g = MakeGeometry(x.dimensions(), k.dimensions(), y->dimensions(),
                             sh, sw, pt, pb, pl, pr);
   if (auto e = Check(g); e.failure()) return e;
-  auto team = JoinTeam();
+  auto [lock, threads] = JoinTeam();
   try {
-    const Cached& c = Lookup(g.Key("fwd"), [&] {
+    const Cached& c = Lookup(g.Key("fwd", threads), [&] {
       dnnl::convolution_forward::primitive_desc pd(
           Engine(), dnnl::prop_kind::forward_training,
           dnnl::algorithm::convolution_direct, g.Src(), g.AnyWeights(),
@@ -193,9 +201,9 @@ ffi::Error BackwardDataImpl(ffi::Buffer<ffi::F32, 4> dy,
   Geometry g = MakeGeometry(dx->dimensions(), k.dimensions(),
                             dy.dimensions(), sh, sw, pt, pb, pl, pr);
   if (auto e = Check(g); e.failure()) return e;
-  auto team = JoinTeam();
+  auto [lock, threads] = JoinTeam();
   try {
-    const Cached& c = Lookup(g.Key("bwd_data"), [&] {
+    const Cached& c = Lookup(g.Key("bwd_data", threads), [&] {
       auto hint = ForwardDesc(g, dnnl::prop_kind::forward_training);
       dnnl::convolution_backward_data::primitive_desc pd(
           Engine(), dnnl::algorithm::convolution_direct, g.Src(),
@@ -227,9 +235,9 @@ ffi::Error BackwardWeightsImpl(ffi::Buffer<ffi::F32, 4> x,
   Geometry g = MakeGeometry(x.dimensions(), dk->dimensions(),
                             dy.dimensions(), sh, sw, pt, pb, pl, pr);
   if (auto e = Check(g); e.failure()) return e;
-  auto team = JoinTeam();
+  auto [lock, threads] = JoinTeam();
   try {
-    const Cached& c = Lookup(g.Key("bwd_weights"), [&] {
+    const Cached& c = Lookup(g.Key("bwd_weights", threads), [&] {
       auto hint = ForwardDesc(g, dnnl::prop_kind::forward_training);
       dnnl::convolution_backward_weights::primitive_desc pd(
           Engine(), dnnl::algorithm::convolution_direct, g.Src(),
@@ -291,5 +299,5 @@ extern "C" const char* BonnkdOnednnVersion() {
   return version.c_str();
 }
 
-// The team size of later calls: 1, or 0 for all cores.
+// The team size of later calls: n, or 0 for all cores.
 extern "C" void BonnkdOnednnSetThreads(int n) { num_threads.store(n); }
