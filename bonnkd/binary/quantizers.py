@@ -34,6 +34,7 @@ __all__ = [
     'identity',
     'xnor_weight_scale',
     'QUANTIZERS',
+    'SIGN_QUANTIZERS',
     'get_quantizer',
 ]
 
@@ -141,6 +142,11 @@ QUANTIZERS: dict[str, Quantizer] = {
     'approx_sign': approx_sign,
     'identity': identity,
 }
+
+
+# The quantizers whose forward pass is :func:`sign`: their layers are 1-bit
+# (bonnkd.export packs them); they differ only in the gradient.
+SIGN_QUANTIZERS = ('ste_sign', 'approx_sign')
 
 
 def get_quantizer(name: str) -> Quantizer:

@@ -1,0 +1,240 @@
+"""Runs an exported model (``bonnkd.export``) on a split: accuracy, size, speed.
+
+  python -m bonnkd.deploy model.npz --data_source folder \\
+      --data_dir ../shared/data/cifar10-jpeg [--split test] [--batch_size 128] \\
+      [--compare] [--json]
+
+The 1-bit convolutions with 1-bit inputs run on their packed bits
+(:func:`bonnkd.binary.packing.xnor_conv2d`: XNOR and popcount, exact integer
+sums); a 1-bit kernel on real inputs (the seed's stem) is unpacked to +-1
+and convolved in float32; real layers run as exported. ``--compare`` also
+restores the run's checkpoint (``run_dir`` in the file's header, or
+``--run_dir``) and runs bonnkd's float eval of it on the same batches,
+alternated batch by batch in this process, and reports both speeds, the
+largest logit difference and whether every prediction agrees.
+
+:func:`make_forward` is the forward pass for code: ``images (N, 32, 32, 3)
+uint8 -> logits``.
+"""
+
+import argparse
+from collections.abc import Callable, Sequence
+import json
+import os
+import sys
+import time
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from bonnkd import errors
+from bonnkd import export
+from bonnkd import models
+from bonnkd.binary import layers
+from bonnkd.binary import packing
+from bonnkd.binary import quantizers
+from bonnkd.data import augment
+from bonnkd.data import input_pipeline
+from bonnkd.training import train_state
+
+__all__ = ['make_forward', 'float_forward', 'run']
+
+
+def _conv(op: dict, x, arrays: dict):
+  """A conv op: XNOR-popcount where both operands are 1-bit."""
+  kernel = arrays[f'{op["name"]}/kernel']
+  strides = tuple(op['strides'])
+  if op['weights'] == 'packed' and op['inputs'] == 'sign':
+    # The barrier keeps the packing out of the conv's loop over taps: XLA
+    # otherwise recomputed it for every tap.
+    words = lax.optimization_barrier(packing.pack_signs(x))
+    y = packing.xnor_conv2d(words, kernel, op['channels'], strides,
+                            op['padding']).astype(jnp.float32)
+  else:
+    if op['weights'] == 'packed':
+      kernel = packing.unpack_signs(jnp.moveaxis(kernel, 2, 3),
+                                    op['channels'])
+      kernel = jnp.moveaxis(kernel, 3, 2)
+    if op['inputs'] == 'sign':
+      x = quantizers.sign(x)
+    y = layers.conv2d(x, kernel, strides, op['padding'], 'native')
+  if op['scale']:
+    y = y * arrays[f'{op["name"]}/scale']
+  return y
+
+
+def _apply(ops: list[dict], arrays: dict, images):
+  values = {'images': images}
+  for op in ops:
+    kind, x = op['op'], values.get(op.get('x'))
+    if kind == 'normalize':
+      y = ((x.astype(jnp.float32) - arrays['normalize/mean'])
+           / arrays['normalize/std'])
+    elif kind == 'conv':
+      y = _conv(op, x, arrays)
+    elif kind == 'batch_norm':
+      name = op['name']
+      y = ((x - arrays[f'{name}/mean']) * arrays[f'{name}/mul']
+           + arrays[f'{name}/bias'])
+    elif kind == 'relu':
+      y = jax.nn.relu(x)
+    elif kind == 'hard_tanh':
+      y = jax.nn.hard_tanh(x)
+    elif kind == 'add':
+      y = x + values[op['y']]
+    elif kind == 'spatial_mean':
+      y = jnp.mean(x, axis=(1, 2))
+    elif kind == 'dense':
+      y = x @ arrays[f'{op["name"]}/kernel'] + arrays[f'{op["name"]}/bias']
+    else:
+      raise errors.ConfigError(f'Unknown op {kind!r} in the exported model '
+                               '(written by a newer bonnkd?).')
+    values[op['out']] = y
+  return values['logits']
+
+
+def make_forward(program: export.Program) -> Callable:
+  """``images (N, 32, 32, 3) uint8 -> logits (N, classes)``, jitted."""
+  arrays = {k: jnp.asarray(v) for k, v in program.arrays.items()}
+  ops = program.ops
+  return jax.jit(lambda images: _apply(ops, arrays, images))
+
+
+def float_forward(config, variables) -> Callable:
+  """bonnkd's float eval of a checkpoint: the same logits as training's."""
+  model = models.create_model(config.model, dtype=config.dtype)
+  apply = jax.jit(lambda v, images: model.apply(
+      v, augment.normalize(images), train=False))
+  return lambda images: apply(variables, images)
+
+
+def _timed(forward, images):
+  start = time.perf_counter()
+  logits = np.asarray(jax.block_until_ready(forward(images)))
+  return logits, time.perf_counter() - start
+
+
+def run(program: export.Program, split: input_pipeline.Split,
+        batch_size: int, compare: Callable | None = None) -> dict:
+  """Accuracy and speed of the packed forward (and of ``compare``) on split.
+
+  Both forwards are compiled on the first batch, then every batch is timed,
+  the two alternated batch by batch.
+  """
+  packed = make_forward(program)
+  batches = list(input_pipeline.eval_batches(split, batch_size))
+  forwards = {'packed': packed}
+  if compare is not None:
+    forwards['float'] = compare
+  for forward in forwards.values():  # Compile.
+    jax.block_until_ready(forward(batches[0][0]))
+  seconds = dict.fromkeys(forwards, 0.0)
+  predictions = {name: [] for name in forwards}
+  max_diff = 0.0
+  for images, _, mask in batches:
+    logits = {}
+    for name, forward in forwards.items():
+      logits[name], took = _timed(forward, images)
+      seconds[name] += took
+      predictions[name].append(np.argmax(logits[name], -1)[mask > 0])
+    if compare is not None:
+      max_diff = max(max_diff, float(np.max(np.abs(
+          logits['packed'] - logits['float'])[mask > 0], initial=0.0)))
+  examples = len(split)
+  result = dict(examples=examples, batch_size=batch_size)
+  for name in forwards:
+    predicted = np.concatenate(predictions[name])
+    prefix = '' if name == 'packed' else 'float_'
+    result[f'{prefix}accuracy'] = float(np.mean(predicted == split.labels))
+    result[f'{prefix}images_per_sec'] = examples / seconds[name]
+  if compare is not None:
+    result['speedup'] = result['images_per_sec'] / result[
+        'float_images_per_sec']
+    result['predictions_equal'] = bool(np.array_equal(
+        np.concatenate(predictions['packed']),
+        np.concatenate(predictions['float'])))
+    result['max_logit_diff'] = max_diff
+  return result
+
+
+def _args(argv):
+  parser = argparse.ArgumentParser(
+      prog='python -m bonnkd.deploy',
+      description='Runs an exported model (python -m bonnkd.export) on a '
+      'split and reports accuracy, file size and images/s.')
+  parser.add_argument('file', help='the exported .npz')
+  parser.add_argument('--data_source', choices=('folder', 'tarball', 'tfds'),
+                      help="default: the run's config.data.source")
+  parser.add_argument('--data_dir', help="default: the run's config.data.dir")
+  parser.add_argument('--split', choices=('test', 'val'), default='test')
+  parser.add_argument('--batch_size', type=int, default=128)
+  parser.add_argument('--limit', type=int, default=-1,
+                      help='examples to read (default: all of the split)')
+  parser.add_argument('--compare', action='store_true',
+                      help="also run bonnkd's float eval of the checkpoint, "
+                      'alternated, and compare')
+  parser.add_argument('--run_dir', help='the run of --compare (default: '
+                      "the header's run_dir)")
+  parser.add_argument('--json', action='store_true',
+                      help='print one JSON object')
+  args = parser.parse_args(argv)
+  if args.batch_size < 1:
+    parser.error(f'--batch_size must be >= 1, got {args.batch_size}')
+  return args
+
+
+def _float_of(header: dict, run_dir: str | None) -> Callable:
+  run_dir = run_dir or header['run_dir']
+  step, variables = train_state.restore_variables(run_dir,
+                                                  header['checkpoint'])
+  if step != header['step']:
+    raise errors.ConfigError(
+        f'{run_dir}: its {header["checkpoint"]} checkpoint is step {step}, '
+        f'the file was exported from step {header["step"]}.')
+  config = ml_collections.ConfigDict(header['config'])
+  return float_forward(config, variables)
+
+
+@errors.exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> int:
+  args = _args(argv)
+  program = export.load(args.file)
+  header = program.header
+  data = ml_collections.ConfigDict(header['config']['data'])
+  if args.data_source:
+    data.source = args.data_source
+  if args.data_dir:
+    data.dir = args.data_dir
+  data.eval_limit = args.limit
+  input_pipeline.validate_config(data)
+  input_pipeline.ensure_available(data)
+  compare = _float_of(header, args.run_dir) if args.compare else None
+  split = input_pipeline.load_splits(data)[args.split]
+  result = run(program, split, args.batch_size, compare)
+  result.update(file=args.file, split=args.split,
+                file_bytes=os.path.getsize(args.file),
+                float32_bytes=header['float32_bytes'],
+                packed_layers=len(program.packed_layers()))
+  if args.json:
+    print(json.dumps(result, sort_keys=True))
+    return 0
+  print(f'{args.file}: {result["file_bytes"]:,} bytes ({result["float32_bytes"]:,}'
+        f' as float32, {result["float32_bytes"] / result["file_bytes"]:.1f}x '
+        f'smaller), {result["packed_layers"]} packed 1-bit layers')
+  print(f'{args.split}: {result["examples"]:,} examples, accuracy '
+        f'{100 * result["accuracy"]:.2f}%, {result["images_per_sec"]:,.1f} '
+        f'img/s (batch {args.batch_size})')
+  if compare is not None:
+    print(f'float eval: accuracy {100 * result["float_accuracy"]:.2f}%, '
+          f'{result["float_images_per_sec"]:,.1f} img/s; packed '
+          f'{result["speedup"]:.2f}x; predictions '
+          f'{"all equal" if result["predictions_equal"] else "DIFFER"}, '
+          f'largest logit difference {result["max_logit_diff"]:.2e}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

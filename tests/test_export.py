@@ -1,0 +1,169 @@
+"""The exported inference file: packed, readable with NumPy, and exact.
+
+The packed forward (``bonnkd.deploy``) against bonnkd's float eval of the
+same variables, for every 1-bit layout: BONN's W1A1 WRN, the W1A1 ResNet
+(hardtanh blocks), the seed's 1-bit-weight stem, every conv 1-bit with XNOR
+scales, and 1-bit activations with real weights.
+"""
+
+import io
+import json
+import contextlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from bonnkd import deploy
+from bonnkd import errors
+from bonnkd import export
+from bonnkd import models
+from bonnkd import train
+from bonnkd.binary import packing
+from tests.conftest import data_config
+from tests.conftest import tiny_config
+
+WRN = dict(name='wide_resnet', depth=10, width=2, dropout_rate=0.0,
+           quantizer='ste_sign', conv_impl='native')
+RESNET = dict(name='resnet', stage_sizes=(1, 1), widths=(16, 40),
+              quantizer='approx_sign', conv_impl='native')
+
+LAYOUTS = {
+    'wrn_w1a1_modulation': dict(WRN, binarize='inner', binarize_what='both',
+                                weight_scale='modulation'),
+    'wrn_stem_weights': dict(WRN, binarize='first_conv',
+                             binarize_what='weights', weight_scale='xnor'),
+    'wrn_all_xnor': dict(WRN, binarize='all', binarize_what='both',
+                         weight_scale='xnor'),
+    'wrn_activations_only': dict(WRN, binarize='inner',
+                                 binarize_what='activations',
+                                 weight_scale='none'),
+    'resnet_w1a1': dict(RESNET, binarize='inner', binarize_what='both',
+                        weight_scale='modulation'),
+}
+
+
+def config_of(model: dict) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      model=model, dtype='float32', data=data_config('tarball', '/nowhere')))
+
+
+def trained_looking_variables(config, seed=0):
+  """Initial variables with BatchNorm statistics, scales and biases moved
+  off their initial values, so that every folded term counts."""
+  model = models.create_model(config.model)
+  variables = model.init(jax.random.key(seed), jnp.zeros((1, 32, 32, 3)),
+                         train=False)
+  rng = np.random.default_rng(seed)
+
+  def perturb(path, leaf):
+    name = path[-1].key
+    if name == 'var':
+      return jnp.asarray(rng.uniform(0.5, 2.0, leaf.shape), jnp.float32)
+    if name in ('mean', 'bias'):
+      return jnp.asarray(rng.normal(0, 0.3, leaf.shape), jnp.float32)
+    if name in ('scale', 'modulation'):  # Some negative: signs must carry.
+      return jnp.asarray(rng.normal(0.5, 0.5, leaf.shape), jnp.float32)
+    return leaf
+
+  return jax.tree_util.tree_map_with_path(perturb, variables)
+
+
+@pytest.mark.parametrize('layout', sorted(LAYOUTS))
+def test_packed_forward_equals_float_eval(layout):
+  config = config_of(LAYOUTS[layout])
+  variables = trained_looking_variables(config)
+  program = export.program_of(config, jax.device_get(variables))
+  images = np.random.default_rng(1).integers(0, 256, (16, 32, 32, 3),
+                                             dtype=np.uint8)
+  packed = np.asarray(deploy.make_forward(program)(images))
+  reference = np.asarray(deploy.float_forward(config, variables)(images))
+  np.testing.assert_allclose(packed, reference, rtol=1e-5,
+                             atol=1e-5 * np.abs(reference).max())
+  np.testing.assert_array_equal(packed.argmax(-1), reference.argmax(-1))
+
+
+def test_wrn_w1a1_packs_every_inner_conv():
+  config = config_of(LAYOUTS['wrn_w1a1_modulation'])
+  program = export.program_of(config, jax.device_get(
+      trained_looking_variables(config)))
+  # WRN-10-2: 3 blocks x 2 inner convs, all W1A1; stem and shortcuts real.
+  assert program.packed_layers() == [
+      f'group{g}_block0/conv{i}' for g in range(3) for i in (1, 2)]
+  convs = {op['name']: op for op in program.ops if op['op'] == 'conv'}
+  assert convs['group1_block0/conv1']['inputs'] == 'sign'
+  assert convs['group1_block0/shortcut']['weights'] == 'float32'
+  # group1's conv2 (width 2): 64 input channels in two words, 64 outputs.
+  words = program.arrays['group1_block0/conv2/kernel']
+  assert words.dtype == np.uint32 and words.shape == (3, 3, 2, 64)
+
+
+def test_file_round_trip_with_numpy_alone(tmp_path):
+  config = config_of(LAYOUTS['wrn_w1a1_modulation'])
+  variables = jax.device_get(trained_looking_variables(config))
+  program = export.program_of(config, variables, step=7)
+  path = str(tmp_path / 'model.npz')
+  file_bytes = export.save(program, path)
+  with np.load(path) as f:
+    header = json.loads(bytes(f['header']))
+    kernel = f['group2_block0/conv1/kernel']
+  assert header['format'] == export.FORMAT and header['step'] == 7
+  assert header['float32_bytes'] == export.float32_bytes(variables)
+  latent = variables['params']['group2_block0']['conv1']['kernel']
+  np.testing.assert_array_equal(
+      packing.unpack_kernel_np(kernel, latent.shape[2]),
+      np.where(latent >= 0, 1.0, -1.0))
+  loaded = export.load(path)
+  assert loaded.header == program.header
+  assert file_bytes == (tmp_path / 'model.npz').stat().st_size
+
+
+def test_load_refuses_other_files(tmp_path):
+  np.savez(tmp_path / 'other.npz', x=np.zeros(3))
+  with pytest.raises(errors.ConfigError, match='not a bonnkd inference'):
+    export.load(str(tmp_path / 'other.npz'))
+
+
+@pytest.fixture(scope='module')
+def w1a1_run(cifar_tarball, tmp_path_factory):
+  """A W1A1 WRN smoke run (BONN's layout), trained 2 epochs."""
+  workdir = str(tmp_path_factory.mktemp('w1a1'))
+  config = tiny_config(cifar_tarball[0], **{
+      'model.binarize': 'inner', 'model.binarize_what': 'both'})
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+def run_main(main, argv):
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    assert main(argv) == 0
+  return out.getvalue()
+
+
+def test_trained_run_exports_and_deploys_exactly(w1a1_run, cifar_tarball,
+                                                 tmp_path):
+  path = str(tmp_path / 'w1a1.npz')
+  printed = run_main(export.main, [w1a1_run, '--out', path])
+  assert '6 packed 1-bit layers' in printed
+  result = json.loads(run_main(deploy.main, [
+      path, '--data_source', 'tarball', '--data_dir', cifar_tarball[0],
+      '--batch_size', '64', '--compare', '--json']))
+  assert result['examples'] == 200  # every test image of the tarball
+  assert result['predictions_equal']
+  assert result['accuracy'] == result['float_accuracy']
+  assert result['max_logit_diff'] < 1e-4
+  assert result['file_bytes'] < result['float32_bytes']
+  # The run's own test accuracy of the same (best) checkpoint.
+  with open(f'{w1a1_run}/final.json') as f:
+    assert result['accuracy'] == pytest.approx(json.load(f)['test_accuracy'])
+
+
+def test_export_of_a_missing_run_is_one_error(tmp_path, capsys):
+  with pytest.raises(SystemExit) as e:
+    export.main([str(tmp_path / 'nothing'), '--out', str(tmp_path / 'x.npz')])
+  assert e.value.code == 1
+  assert 'error:' in capsys.readouterr().err
+  assert not (tmp_path / 'x.npz').exists()
