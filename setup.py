@@ -1,11 +1,16 @@
 """Builds bonnkd's optional native CPU kernels; everything else is in pyproject.toml.
 
-``bonnkd/cpu/native/onednn_conv.cc`` (oneDNN convolutions as XLA FFI custom
-calls, :mod:`bonnkd.cpu.onednn`) is compiled where the build environment has
-jaxlib's FFI headers and the oneDNN wheels (``pyproject.toml``'s build
-requirements, on x86-64 Linux). The extension is optional: without a C++
-compiler or those wheels ``pip install`` still succeeds and bonnkd uses
-XLA's convolutions.
+Two XLA FFI libraries, compiled where the build environment has jaxlib's FFI
+headers (``pyproject.toml``'s build requirements, on x86-64 Linux):
+
+* ``bonnkd/cpu/native/onednn_conv.cc``: oneDNN's convolutions
+  (:mod:`bonnkd.cpu.onednn`), with the oneDNN wheels;
+* ``bonnkd/cpu/native/xnor_conv.cc``: the XNOR-popcount convolution of
+  packed 1-bit tensors (:mod:`bonnkd.cpu.xnor`), headers only.
+
+Both are optional: without a C++ compiler or those wheels ``pip install``
+still succeeds and bonnkd uses XLA's convolutions and the pure-JAX packed
+convolution.
 """
 
 import importlib.metadata
@@ -21,12 +26,20 @@ def _file_of(distribution: str, suffix: str):
   return next(f for f in files if str(f).endswith(suffix)).locate().resolve()
 
 
+def ffi_include() -> str | None:
+  """jaxlib's XLA FFI headers, if jaxlib is in the build environment."""
+  jaxlib = importlib.util.find_spec('jaxlib')
+  if jaxlib is None or not jaxlib.submodule_search_locations:
+    return None
+  return os.path.join(jaxlib.submodule_search_locations[0], 'include')
+
+
 def onednn_extension() -> list[Extension]:
   """The oneDNN convolutions, or nothing where their headers are missing."""
   try:
-    jaxlib = importlib.util.find_spec('jaxlib')
-    ffi_include = os.path.join(jaxlib.submodule_search_locations[0],
-                               'include')
+    include = ffi_include()
+    if include is None:
+      raise AttributeError('no jaxlib')
     dnnl_hpp = _file_of('onednn-devel-cpu-gomp', 'oneapi/dnnl/dnnl.hpp')
     libdnnl = _file_of('onednn-cpu-gomp', 'libdnnl.so.3')
   except (AttributeError, importlib.metadata.PackageNotFoundError,
@@ -37,7 +50,7 @@ def onednn_extension() -> list[Extension]:
   return [Extension(
       'bonnkd.cpu._onednn_conv',
       sources=['bonnkd/cpu/native/onednn_conv.cc'],
-      include_dirs=[ffi_include, str(dnnl_hpp.parents[2])],
+      include_dirs=[include, str(dnnl_hpp.parents[2])],
       library_dirs=[str(libdnnl.parent)],
       libraries=[':libdnnl.so.3'],
       extra_compile_args=['-std=c++17', '-O2', '-fopenmp', '-Wno-attributes'],
@@ -46,4 +59,20 @@ def onednn_extension() -> list[Extension]:
       optional=True)]
 
 
-setup(ext_modules=onednn_extension())
+def xnor_extension() -> list[Extension]:
+  """The XNOR-popcount convolution, or nothing without jaxlib's headers."""
+  include = ffi_include()
+  if include is None:
+    print('bonnkd: not building the XNOR-popcount convolution (no jaxlib); '
+          'the pure-JAX one will be used.')
+    return []
+  return [Extension(
+      'bonnkd.cpu._xnor_conv',
+      sources=['bonnkd/cpu/native/xnor_conv.cc'],
+      include_dirs=[include],
+      extra_compile_args=['-std=c++17', '-O3', '-Wno-attributes'],
+      language='c++',
+      optional=True)]
+
+
+setup(ext_modules=onednn_extension() + xnor_extension())

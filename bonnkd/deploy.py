@@ -4,9 +4,10 @@
       --data_dir ../shared/data/cifar10-jpeg [--split test] [--batch_size 128] \\
       [--compare] [--json]
 
-The 1-bit convolutions with 1-bit inputs run on their packed bits
-(:func:`bonnkd.binary.packing.xnor_conv2d`: XNOR and popcount, exact integer
-sums); a 1-bit kernel on real inputs (the seed's stem) is unpacked to +-1
+The 1-bit convolutions with 1-bit inputs run on their packed bits: XNOR and
+popcount, exact integer sums, in the native kernel (:mod:`bonnkd.cpu.xnor`)
+where it is built, else in pure JAX
+(:func:`bonnkd.binary.packing.xnor_conv2d`); a 1-bit kernel on real inputs (the seed's stem) is unpacked to +-1
 and convolved in float32; real layers run as exported. ``--compare`` also
 restores the run's checkpoint (``run_dir`` in the file's header, or
 ``--run_dir``) and runs bonnkd's float eval of it on the same batches,
@@ -36,23 +37,41 @@ from bonnkd import models
 from bonnkd.binary import layers
 from bonnkd.binary import packing
 from bonnkd.binary import quantizers
+from bonnkd.cpu import xnor
 from bonnkd.data import augment
 from bonnkd.data import input_pipeline
 from bonnkd.training import train_state
 
-__all__ = ['make_forward', 'float_forward', 'run']
+__all__ = ['XNOR_IMPLS', 'xnor_conv', 'make_forward', 'float_forward', 'run']
 
 
-def _conv(op: dict, x, arrays: dict):
+XNOR_IMPLS = ('auto', 'native', 'jax')
+
+
+def xnor_conv(impl: str = 'auto') -> Callable:
+  """The XNOR-popcount conv: 'native' (:mod:`bonnkd.cpu.xnor`), 'jax'
+  (:func:`bonnkd.binary.packing.xnor_conv2d`) or 'auto' (native where
+  built, on CPU)."""
+  if impl not in XNOR_IMPLS:
+    raise errors.ConfigError(f'xnor impl must be one of {XNOR_IMPLS}, got '
+                             f'{impl!r}.')
+  if impl == 'native' or (impl == 'auto' and xnor.available()):
+    return xnor.xnor_conv2d
+  if impl == 'auto':
+    xnor.why_unavailable()  # Logs once why.
+  return packing.xnor_conv2d
+
+
+def _conv(op: dict, x, arrays: dict, xnor_conv2d: Callable):
   """A conv op: XNOR-popcount where both operands are 1-bit."""
   kernel = arrays[f'{op["name"]}/kernel']
   strides = tuple(op['strides'])
   if op['weights'] == 'packed' and op['inputs'] == 'sign':
-    # The barrier keeps the packing out of the conv's loop over taps: XLA
-    # otherwise recomputed it for every tap.
+    # The barrier keeps the packing out of the pure-JAX conv's loop over
+    # taps: XLA otherwise recomputed it for every tap.
     words = lax.optimization_barrier(packing.pack_signs(x))
-    y = packing.xnor_conv2d(words, kernel, op['channels'], strides,
-                            op['padding']).astype(jnp.float32)
+    y = xnor_conv2d(words, kernel, op['channels'], strides,
+                    op['padding']).astype(jnp.float32)
   else:
     if op['weights'] == 'packed':
       kernel = packing.unpack_signs(jnp.moveaxis(kernel, 2, 3),
@@ -60,13 +79,13 @@ def _conv(op: dict, x, arrays: dict):
       kernel = jnp.moveaxis(kernel, 3, 2)
     if op['inputs'] == 'sign':
       x = quantizers.sign(x)
-    y = layers.conv2d(x, kernel, strides, op['padding'], 'native')
+    y = layers.conv2d(x, kernel, strides, op['padding'], 'auto')
   if op['scale']:
     y = y * arrays[f'{op["name"]}/scale']
   return y
 
 
-def _apply(ops: list[dict], arrays: dict, images):
+def _apply(ops: list[dict], arrays: dict, images, xnor_conv2d: Callable):
   values = {'images': images}
   for op in ops:
     kind, x = op['op'], values.get(op.get('x'))
@@ -74,7 +93,7 @@ def _apply(ops: list[dict], arrays: dict, images):
       y = ((x.astype(jnp.float32) - arrays['normalize/mean'])
            / arrays['normalize/std'])
     elif kind == 'conv':
-      y = _conv(op, x, arrays)
+      y = _conv(op, x, arrays, xnor_conv2d)
     elif kind == 'batch_norm':
       name = op['name']
       y = ((x - arrays[f'{name}/mean']) * arrays[f'{name}/mul']
@@ -96,11 +115,15 @@ def _apply(ops: list[dict], arrays: dict, images):
   return values['logits']
 
 
-def make_forward(program: export.Program) -> Callable:
-  """``images (N, 32, 32, 3) uint8 -> logits (N, classes)``, jitted."""
+def make_forward(program: export.Program, xnor_impl: str = 'auto'
+                 ) -> Callable:
+  """``images (N, 32, 32, 3) uint8 -> logits (N, classes)``, jitted.
+
+  ``xnor_impl``: which XNOR-popcount conv (:func:`xnor_conv`).
+  """
   arrays = {k: jnp.asarray(v) for k, v in program.arrays.items()}
-  ops = program.ops
-  return jax.jit(lambda images: _apply(ops, arrays, images))
+  ops, conv = program.ops, xnor_conv(xnor_impl)
+  return jax.jit(lambda images: _apply(ops, arrays, images, conv))
 
 
 def float_forward(config, variables) -> Callable:
@@ -118,13 +141,14 @@ def _timed(forward, images):
 
 
 def run(program: export.Program, split: input_pipeline.Split,
-        batch_size: int, compare: Callable | None = None) -> dict:
+        batch_size: int, compare: Callable | None = None,
+        xnor_impl: str = 'auto') -> dict:
   """Accuracy and speed of the packed forward (and of ``compare``) on split.
 
   Both forwards are compiled on the first batch, then every batch is timed,
   the two alternated batch by batch.
   """
-  packed = make_forward(program)
+  packed = make_forward(program, xnor_impl)
   batches = list(input_pipeline.eval_batches(split, batch_size))
   forwards = {'packed': packed}
   if compare is not None:
@@ -180,6 +204,9 @@ def _args(argv):
                       "the header's run_dir)")
   parser.add_argument('--json', action='store_true',
                       help='print one JSON object')
+  parser.add_argument('--xnor', choices=XNOR_IMPLS, default='auto',
+                      help='the XNOR-popcount conv: native (C++, where '
+                      'built), jax, or auto (native where built)')
   args = parser.parse_args(argv)
   if args.batch_size < 1:
     parser.error(f'--batch_size must be >= 1, got {args.batch_size}')
@@ -213,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   input_pipeline.ensure_available(data)
   compare = _float_of(header, args.run_dir) if args.compare else None
   split = input_pipeline.load_splits(data)[args.split]
-  result = run(program, split, args.batch_size, compare)
+  result = run(program, split, args.batch_size, compare, args.xnor)
   result.update(file=args.file, split=args.split,
                 file_bytes=os.path.getsize(args.file),
                 float32_bytes=header['float32_bytes'],

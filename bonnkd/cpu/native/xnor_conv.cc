@@ -1,0 +1,317 @@
+// The XNOR-popcount convolution of packed 1-bit tensors, as an XLA FFI
+// custom call: the native twin of bonnkd.binary.packing.xnor_conv2d.
+//
+// Inputs: activations packed along channels, (N, H, W, Cw) uint32, and the
+// kernel packed along its input channels, (kh, kw, Cw, Cout) uint32 (bit 1
+// for +1; bits past the C channels are 0 in both). Output: (N, OH, OW,
+// Cout) int32, the dot products of the +-1 tensors with zero padding:
+//
+//   out = T * C - 2 * sum over valid taps and words of popcount(a ^ w)
+//
+// (T: the taps that read inside the image; a padded tap adds nothing, as in
+// training, where sign(x) is zero-padded). XNOR-Net, Eq. 9.
+//
+// The micro-kernel keeps a block of output channels in vector registers and
+// broadcasts each activation word against them, as Larq Compute Engine's
+// kernels do: AVX-512 VPOPCNTDQ counts 16 channels an instruction, AVX2
+// counts bytes with a nibble table (vpshufb) and widens them, and a scalar
+// loop serves any other CPU; the path is chosen at run time by what the CPU
+// has. Output rows are shared out over XLA's own intra-op thread pool: the
+// calling thread works too, so the call finishes even when every other
+// thread of the pool is busy.
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <thread>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+struct Geometry {
+  int64_t n, h, w, words, kh, kw, cout, oh, ow, sh, sw, pt, pl, channels;
+};
+
+// The words one output pixel reads: for each valid tap, its Cw activation
+// words and the matching kernel rows. Returns the number of valid taps.
+struct Taps {
+  const uint32_t* a[64];  // activation words of each valid tap
+  const uint32_t* k[64];  // kernel rows (Cw x Cout) of each valid tap
+  int64_t count = 0;
+};
+
+inline void FindTaps(const Geometry& g, const uint32_t* x, const uint32_t* k,
+                     int64_t n, int64_t oy, int64_t ox, Taps* taps) {
+  taps->count = 0;
+  for (int64_t i = 0; i < g.kh; ++i) {
+    int64_t iy = oy * g.sh + i - g.pt;
+    if (iy < 0 || iy >= g.h) continue;
+    for (int64_t j = 0; j < g.kw; ++j) {
+      int64_t ix = ox * g.sw + j - g.pl;
+      if (ix < 0 || ix >= g.w) continue;
+      taps->a[taps->count] = x + ((n * g.h + iy) * g.w + ix) * g.words;
+      taps->k[taps->count] = k + (i * g.kw + j) * g.words * g.cout;
+      ++taps->count;
+    }
+  }
+}
+
+// Channels [c0, c1) of one pixel, one at a time: any CPU, and the tails.
+inline void ScalarChannels(const Geometry& g, const Taps& taps, int64_t c0,
+                           int64_t c1, int32_t total, int32_t* out) {
+  for (int64_t c = c0; c < c1; ++c) {
+    int32_t mismatches = 0;
+    for (int64_t t = 0; t < taps.count; ++t) {
+      for (int64_t word = 0; word < g.words; ++word) {
+        mismatches += __builtin_popcount(taps.a[t][word] ^
+                                         taps.k[t][word * g.cout + c]);
+      }
+    }
+    out[c] = total - 2 * mismatches;
+  }
+}
+
+// Adds the byte counts into the 32-bit sums (two multiply-adds) and clears
+// them.
+template <int R>
+__attribute__((target("avx2"))) inline void Widen(__m256i* bytes,
+                                                  __m256i* sums) {
+  const __m256i ones8 = _mm256_set1_epi8(1);
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  for (int r = 0; r < R; ++r) {
+    sums[r] = _mm256_add_epi32(
+        sums[r],
+        _mm256_madd_epi16(_mm256_maddubs_epi16(bytes[r], ones8), ones16));
+    bytes[r] = _mm256_setzero_si256();
+  }
+}
+
+// AVX2: R registers of 8 channels. Byte counts from a nibble table
+// (vpshufb) add up in 8-bit lanes for up to 31 words (31 x 8 < 256), then
+// widen to 32 bits with two multiply-adds.
+template <int R>
+__attribute__((target("avx2"))) inline void Avx2Channels(
+    const Geometry& g, const Taps& taps, int64_t c0, int32_t total,
+    int32_t* out) {
+  const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3,
+                                         2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3,
+                                         1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  __m256i bytes[R], sums[R];
+  for (int r = 0; r < R; ++r) {
+    bytes[r] = _mm256_setzero_si256();
+    sums[r] = _mm256_setzero_si256();
+  }
+  int pending = 0;
+  for (int64_t t = 0; t < taps.count; ++t) {
+    for (int64_t word = 0; word < g.words; ++word) {
+      const __m256i a = _mm256_set1_epi32(static_cast<int32_t>(taps.a[t][word]));
+      const uint32_t* k = taps.k[t] + word * g.cout + c0;
+      for (int r = 0; r < R; ++r) {
+        __m256i v = _mm256_xor_si256(
+            a, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(k + 8 * r)));
+        bytes[r] = _mm256_add_epi8(
+            bytes[r],
+            _mm256_add_epi8(
+                _mm256_shuffle_epi8(table, _mm256_and_si256(v, low)),
+                _mm256_shuffle_epi8(
+                    table, _mm256_and_si256(_mm256_srli_epi16(v, 4), low))));
+      }
+      if (++pending == 31) {
+        Widen<R>(bytes, sums);
+        pending = 0;
+      }
+    }
+  }
+  Widen<R>(bytes, sums);
+  const __m256i t = _mm256_set1_epi32(total);
+  for (int r = 0; r < R; ++r) {
+    _mm256_storeu_si256(
+        reinterpret_cast<__m256i*>(out + c0 + 8 * r),
+        _mm256_sub_epi32(t, _mm256_slli_epi32(sums[r], 1)));
+  }
+}
+
+// AVX-512 VPOPCNTDQ: R registers of 16 channels, one popcount instruction.
+template <int R>
+__attribute__((target("avx512f,avx512vpopcntdq"))) inline void Avx512Channels(
+    const Geometry& g, const Taps& taps, int64_t c0, int32_t total,
+    int32_t* out) {
+  __m512i sums[R];
+  for (int r = 0; r < R; ++r) sums[r] = _mm512_setzero_si512();
+  for (int64_t t = 0; t < taps.count; ++t) {
+    for (int64_t word = 0; word < g.words; ++word) {
+      const __m512i a = _mm512_set1_epi32(static_cast<int32_t>(taps.a[t][word]));
+      const uint32_t* k = taps.k[t] + word * g.cout + c0;
+      for (int r = 0; r < R; ++r) {
+        sums[r] = _mm512_add_epi32(
+            sums[r], _mm512_popcnt_epi32(
+                         _mm512_xor_si512(a, _mm512_loadu_si512(k + 16 * r))));
+      }
+    }
+  }
+  const __m512i t = _mm512_set1_epi32(total);
+  for (int r = 0; r < R; ++r) {
+    _mm512_storeu_si512(out + c0 + 16 * r,
+                        _mm512_sub_epi32(t, _mm512_slli_epi32(sums[r], 1)));
+  }
+}
+
+enum Path : int64_t { kAuto = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3 };
+
+// One output pixel, every channel: blocks of 4, 2 and 1 registers, then the
+// last channels one at a time.
+template <int64_t P>
+inline void Pixel(const Geometry& g, const Taps& taps, int32_t* out) {
+  const int32_t total = static_cast<int32_t>(taps.count * g.channels);
+  int64_t c = 0;
+  if constexpr (P == kAvx512) {
+    for (; c + 64 <= g.cout; c += 64) Avx512Channels<4>(g, taps, c, total, out);
+    for (; c + 32 <= g.cout; c += 32) Avx512Channels<2>(g, taps, c, total, out);
+    for (; c + 16 <= g.cout; c += 16) Avx512Channels<1>(g, taps, c, total, out);
+  } else if constexpr (P == kAvx2) {
+    for (; c + 32 <= g.cout; c += 32) Avx2Channels<4>(g, taps, c, total, out);
+    for (; c + 16 <= g.cout; c += 16) Avx2Channels<2>(g, taps, c, total, out);
+    for (; c + 8 <= g.cout; c += 8) Avx2Channels<1>(g, taps, c, total, out);
+  }
+  ScalarChannels(g, taps, c, g.cout, total, out);
+}
+
+bool Supported(int64_t path) {
+  __builtin_cpu_init();
+  switch (path) {
+    case kScalar:
+      return true;
+    case kAvx2:
+      return __builtin_cpu_supports("avx2");
+    case kAvx512:
+      return __builtin_cpu_supports("avx512f") &&
+             __builtin_cpu_supports("avx512vpopcntdq");
+    default:
+      return false;
+  }
+}
+
+int64_t Best() {
+  for (int64_t path : {kAvx512, kAvx2}) {
+    if (Supported(path)) return path;
+  }
+  return kScalar;
+}
+
+template <int64_t P>
+void Rows(const Geometry& g, const uint32_t* x, const uint32_t* k, int32_t* y,
+          int64_t first, int64_t last) {
+  Taps taps;
+  for (int64_t row = first; row < last; ++row) {  // row = n * oh + oy
+    int64_t n = row / g.oh, oy = row % g.oh;
+    for (int64_t ox = 0; ox < g.ow; ++ox) {
+      FindTaps(g, x, k, n, oy, ox, &taps);
+      Pixel<P>(g, taps, y + (row * g.ow + ox) * g.cout);
+    }
+  }
+}
+
+// Output rows in chunks, claimed by the calling thread and any pool thread
+// that starts in time; the call waits only for chunks already claimed.
+struct Job {
+  Geometry g;
+  const uint32_t* x;
+  const uint32_t* k;
+  int32_t* y;
+  int64_t path, rows, chunk, chunks;
+  std::atomic<int64_t> next{0}, done{0};
+
+  void Work() {
+    for (int64_t i; (i = next.fetch_add(1)) < chunks;) {
+      int64_t first = i * chunk, last = std::min(rows, first + chunk);
+      switch (path) {
+        case kAvx512:
+          Rows<kAvx512>(g, x, k, y, first, last);
+          break;
+        case kAvx2:
+          Rows<kAvx2>(g, x, k, y, first, last);
+          break;
+        default:
+          Rows<kScalar>(g, x, k, y, first, last);
+      }
+      done.fetch_add(1, std::memory_order_release);
+    }
+  }
+};
+
+ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U32, 4> x,
+                        ffi::Buffer<ffi::U32, 4> k,
+                        ffi::ResultBuffer<ffi::S32, 4> y, int64_t channels,
+                        int64_t sh, int64_t sw, int64_t pt, int64_t pl,
+                        int64_t path) {
+  auto xd = x.dimensions(), kd = k.dimensions(), yd = y->dimensions();
+  Geometry g{xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3],
+             yd[1], yd[2], sh,    sw,    pt,    pl,    channels};
+  if (kd[2] != g.words || yd[3] != g.cout || yd[0] != g.n) {
+    return ffi::Error::InvalidArgument("bonnkd xnor conv: shapes disagree");
+  }
+  if (g.kh * g.kw > 64) {
+    return ffi::Error::InvalidArgument(
+        "bonnkd xnor conv: kernels of up to 64 taps (8x8)");
+  }
+  if (path == kAuto) path = Best();
+  if (!Supported(path)) {
+    return ffi::Error::InvalidArgument(
+        "bonnkd xnor conv: this CPU lacks the instructions of that path");
+  }
+  auto job = std::make_shared<Job>();
+  job->g = g;
+  job->x = x.typed_data();
+  job->k = k.typed_data();
+  job->y = y->typed_data();
+  job->path = path;
+  job->rows = g.n * g.oh;
+  int64_t helpers = std::max<int64_t>(0, pool.num_threads() - 1);
+  // Chunks of rows: a few per thread, at least a few thousand MACs each.
+  job->chunk = std::max<int64_t>(1, job->rows / (4 * (helpers + 1)));
+  job->chunks = (job->rows + job->chunk - 1) / job->chunk;
+  helpers = std::min(helpers, job->chunks - 1);
+  for (int64_t i = 0; i < helpers; ++i) {
+    pool.Schedule([job] { job->Work(); });
+  }
+  job->Work();
+  while (job->done.load(std::memory_order_acquire) < job->chunks) {
+    std::this_thread::yield();
+  }
+  return ffi::Error::Success();
+}
+
+auto XnorConvBinding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::U32, 4>>()
+      .Arg<ffi::Buffer<ffi::U32, 4>>()
+      .Ret<ffi::Buffer<ffi::S32, 4>>()
+      .Attr<int64_t>("channels")
+      .Attr<int64_t>("stride_h")
+      .Attr<int64_t>("stride_w")
+      .Attr<int64_t>("pad_top")
+      .Attr<int64_t>("pad_left")
+      .Attr<int64_t>("path");
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BonnkdXnorConv, XnorConvImpl,
+                              XnorConvBinding());
+
+// Which paths this CPU runs (bit p set: path p), for the Python side.
+extern "C" int BonnkdXnorPaths() {
+  int paths = 0;
+  for (int64_t path : {kScalar, kAvx2, kAvx512}) {
+    if (Supported(path)) paths |= 1 << path;
+  }
+  return paths;
+}

@@ -1,0 +1,99 @@
+"""The native XNOR-popcount conv, bit for bit against the pure-JAX one.
+
+Every instruction path this CPU runs (scalar everywhere, AVX2 and AVX-512
+VPOPCNTDQ where the CPU has them), on odd shapes: stride 2, VALID and uneven
+padding, batch 1, channel counts that leave tails of every register block,
+and more words than the AVX2 path's byte counters hold (31).
+"""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bonnkd import deploy
+from bonnkd.binary import packing
+from bonnkd.cpu import xnor
+
+needs_native = pytest.mark.skipif(
+    not xnor.available(), reason='the native XNOR conv is not built here')
+
+SHAPES = [
+    # (input shape, kernel size, C_out, strides, padding)
+    ((2, 9, 7, 33), 3, 20, (1, 1), 'SAME'),
+    ((1, 9, 7, 33), 3, 57, (2, 2), 'SAME'),
+    ((3, 6, 6, 64), 3, 8, (2, 1), 'VALID'),
+    ((1, 5, 5, 7), 1, 3, (1, 1), 'SAME'),
+    ((2, 4, 4, 3), 3, 16, (1, 1), ((2, 0), (1, 2))),
+    ((1, 8, 8, 1000), 3, 72, (1, 1), 'SAME'),  # 32 words x 9 taps
+    ((1, 4, 4, 96), 3, 200, (1, 1), 'SAME'),  # 64 + 64 + 64 + 8
+]
+
+
+def test_paths_name_what_the_cpu_has():
+  if not xnor.available():
+    assert xnor.paths() == set()
+    return
+  with open('/proc/cpuinfo') as f:
+    flags = f.read().split('\nflags')[1].split('\n')[0] + ' '
+  expected = {'scalar'}
+  if ' avx2 ' in flags:
+    expected.add('avx2')
+  if ' avx512f ' in flags and ' avx512_vpopcntdq ' in flags:
+    expected.add('avx512')
+  assert xnor.paths() == expected
+
+
+@needs_native
+@pytest.mark.parametrize('shape,kernel_size,cout,strides,padding', SHAPES)
+def test_every_path_equals_the_pure_jax_conv(shape, kernel_size, cout,
+                                             strides, padding):
+  rng = np.random.default_rng(cout)
+  x = rng.normal(size=shape).astype(np.float32)
+  kernel = rng.normal(size=(kernel_size, kernel_size, shape[-1], cout))
+  x_words = packing.pack_signs(jnp.asarray(x))
+  kernel_words = jnp.asarray(packing.pack_kernel_np(kernel))
+  reference = packing.xnor_conv2d(x_words, kernel_words, shape[-1], strides,
+                                  padding)
+  for path in sorted(xnor.paths()) + ['auto']:
+    out = jax.jit(lambda a, b, path=path: xnor.xnor_conv2d(
+        a, b, shape[-1], strides, padding, path))(x_words, kernel_words)
+    assert out.dtype == jnp.int32
+    np.testing.assert_array_equal(out, reference, err_msg=path)
+
+
+@needs_native
+def test_a_path_the_cpu_lacks_is_refused():
+  missing = {'scalar', 'avx2', 'avx512'} - xnor.paths()
+  if not missing:
+    pytest.skip('this CPU runs every path')
+  with pytest.raises(RuntimeError, match='This CPU runs the XNOR'):
+    xnor.xnor_conv2d(jnp.zeros((1, 4, 4, 1), jnp.uint32),
+                     jnp.zeros((3, 3, 1, 8), jnp.uint32), 8,
+                     path=sorted(missing)[0])
+
+
+@needs_native
+def test_deploy_runs_the_custom_call():
+  hlo = jax.jit(lambda x, k: deploy.xnor_conv('auto')(
+      packing.pack_signs(x), k, 16)).lower(
+          jnp.zeros((1, 8, 8, 16)), jnp.zeros((3, 3, 1, 4), jnp.uint32)
+      ).as_text()
+  assert 'bonnkd_xnor_conv' in hlo
+
+
+def test_forced_off_deploy_uses_the_pure_jax_conv():
+  code = ('from bonnkd import deploy; from bonnkd.binary import packing; '
+          'from bonnkd.cpu import xnor; '
+          'print(xnor.available(), '
+          'deploy.xnor_conv("auto") is packing.xnor_conv2d)')
+  out = subprocess.run(
+      [sys.executable, '-c', code], capture_output=True, text=True,
+      env={**os.environ, xnor.ENV: '0', 'JAX_PLATFORMS': 'cpu'}, check=True,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert out.stdout.split() == ['False', 'True']
+  assert 'unavailable ($BONNKD_XNOR_NATIVE=0)' in out.stderr
