@@ -37,6 +37,7 @@ from bonnkd import models
 from bonnkd.binary import layers
 from bonnkd.binary import packing
 from bonnkd.binary import quantizers
+from bonnkd.cpu import conv_autotune
 from bonnkd.cpu import xnor
 from bonnkd.data import augment
 from bonnkd.data import input_pipeline
@@ -238,6 +239,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   data.eval_limit = args.limit
   input_pipeline.validate_config(data)
   input_pipeline.ensure_available(data)
+  config = ml_collections.ConfigDict(header['config'])
+  # Each float conv (the packed model's real layers, and every conv of the
+  # float eval) in the lowering measured fastest here, as in training.
+  conv_autotune.tune(models.create_model(config.model, dtype=config.dtype),
+                     args.batch_size)
   compare = _float_of(header, args.run_dir) if args.compare else None
   split = input_pipeline.load_splits(data)[args.split]
   result = run(program, split, args.batch_size, compare, args.xnor)

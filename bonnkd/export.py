@@ -35,6 +35,7 @@ result ``out``.
 
 import argparse
 from collections.abc import Sequence
+import io
 import json
 import os
 import sys
@@ -54,8 +55,8 @@ from bonnkd.data import augment
 from bonnkd.run import run_dir as run_dir_lib
 from bonnkd.training import train_state
 
-__all__ = ['FORMAT', 'VERSION', 'Program', 'program_of', 'export', 'save',
-           'load', 'float32_bytes']
+__all__ = ['FORMAT', 'VERSION', 'Program', 'program_of', 'program_of_run',
+           'export', 'save', 'nbytes', 'load', 'float32_bytes']
 
 FORMAT = 'bonnkd-inference'
 VERSION = 1
@@ -252,13 +253,22 @@ def program_of(config, variables, **about) -> Program:
   return Program(header, builder.arrays)
 
 
+def _write(program: Program, f) -> None:
+  header = np.frombuffer(json.dumps(program.header).encode(), np.uint8)
+  np.savez(f, header=header, **program.arrays)
+
+
 def save(program: Program, path: str) -> int:
   """Writes ``program`` to ``path`` (atomically); returns the file's bytes."""
-  header = np.frombuffer(json.dumps(program.header).encode(), np.uint8)
-
-  fileio.write_with(path, lambda f: np.savez(f, header=header,
-                                              **program.arrays))
+  fileio.write_with(path, lambda f: _write(program, f))
   return os.path.getsize(path)
+
+
+def nbytes(program: Program) -> int:
+  """The bytes :func:`save` would write for ``program``."""
+  buffer = io.BytesIO()
+  _write(program, buffer)
+  return buffer.tell()
 
 
 def load(path: str) -> Program:
@@ -281,21 +291,25 @@ def load(path: str) -> Program:
   return Program(header, arrays)
 
 
-def export(run_dir: str, out: str, which: str = 'best') -> dict:
-  """Writes a run's checkpoint as an inference file; returns its summary."""
+def program_of_run(run_dir: str, which: str = 'best') -> Program:
+  """The inference program of a run's best (or latest) checkpoint."""
   run = run_dir_lib.RunDir.open(run_dir)
   step, variables = train_state.restore_variables(run, which)
-  variables = jax.device_get(variables)
-  about = dict(step=int(step), run_dir=os.path.abspath(run.path),
-               checkpoint=which)
+  about = dict(step=int(step), run_dir=run.path, checkpoint=which)
   final = run.final()
   if final and which == 'best':
     about['val_accuracy'] = final.get('val_accuracy')
-  program = program_of(run.config, variables, **about)
+  return program_of(run.config, jax.device_get(variables), **about)
+
+
+def export(run_dir: str, out: str, which: str = 'best') -> dict:
+  """Writes a run's checkpoint as an inference file; returns its summary."""
+  program = program_of_run(run_dir, which)
   file_bytes = save(program, out)
   return dict(out=out, file_bytes=file_bytes,
               float32_bytes=program.header['float32_bytes'],
-              packed_layers=len(program.packed_layers()), step=int(step))
+              packed_layers=len(program.packed_layers()),
+              step=program.header['step'])
 
 
 def _args(argv: Sequence[str]):

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from benchmarks import binary_conv_bench
 from benchmarks import conv_bench
 from benchmarks import profile_step
 from benchmarks import throughput
@@ -126,6 +127,20 @@ def test_conv_bench_times_each_lowering_per_shape(capsys):
     assert ratio == f'{native_ms / im2col_ms:.2f}x' or abs(
         float(ratio[:-1]) - native_ms / im2col_ms) < 0.02
     assert row[-1] in ('native', 'im2col', 'onednn')
+
+
+def test_binary_conv_bench_times_the_packed_conv_against_xla(capsys):
+  binary_conv_bench.main(['--models', 'wrn16_3', '--batch', '1', '--shapes',
+                          '2', '--repeats', '1', '--rounds', '1', '--impls',
+                          'packed,xla'])
+  rows = [line.split() for line in capsys.readouterr().out.splitlines()
+          if line.strip().startswith('wrn16_3')]
+  # The first two W1A1 shapes of WRN-16-3: 48 -> 48, then 48 -> 96 stride 2.
+  assert [row[3:6] for row in rows] == [['48', '48', '1'], ['48', '96', '2']]
+  for row in rows:
+    packed_ms, xla_ms = float(row[6]), float(row[7])
+    assert abs(float(row[8][:-1]) - xla_ms / packed_ms) < 0.01 + 0.01 * (
+        xla_ms / packed_ms)
 
 
 def test_throughput_times_each_dtype_and_feed(capsys):

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 
+from bonnkd import export
 from bonnkd.tools import report
 from tests.conftest import read_json
 
@@ -47,6 +48,12 @@ def test_report_of_a_run(finished_run, tmp_path):
   # Of the conv weights: WRN-10-1's stem 432, 3x3 convs 9*8,192 = 73,728
   # and shortcuts 16*32 + 32*64 = 2,560 (test_summary derives them).
   assert rows[0]['binary_conv_share'] == 432 / (432 + 73_728 + 2_560)
+  # The exported file's real size: the packed stem, the rest float32.
+  exported = tmp_path / 'exported.npz'
+  export.main([workdir, '--out', str(exported)])
+  assert rows[0]['exported_bytes'] == exported.stat().st_size
+  assert f'{exported.stat().st_size / 1024:,.1f}' in (
+      out / 'comparison.md').read_text()
   with open(out / 'comparison.csv') as f:
     table = list(csv.DictReader(f))
   assert float(table[0]['test_accuracy']) == final['test_accuracy']
@@ -78,4 +85,5 @@ def test_report_of_a_run_without_its_checkpoints(finished_run, tmp_path,
       os.path.join(workdir, 'final.json'))['test_accuracy']
   assert (out / 'kept_run_curves.png').exists()
   assert not (out / 'kept_run_confusion.png').exists()
+  assert rows[0]['exported_bytes'] is None
   assert 'kept_run: no checkpoint' in capsys.readouterr().out

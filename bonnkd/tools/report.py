@@ -14,8 +14,9 @@ For each run (a directory written by ``train_and_evaluate``):
 and for all runs together ``comparison.md`` / ``comparison.csv``: run,
 phase, model, test and val accuracy (from ``final.json``), parameters, share
 of 1-bit parameters and of 1-bit conv weights, size as float32 and with
-1-bit weights, FLOPs, BOPs and OPs = FLOPs + BOPs/64 per image
-(:mod:`bonnkd.tools.summary`).
+1-bit weights (counted), the size of the best checkpoint's exported file
+(:mod:`bonnkd.export`, 1-bit kernels packed; for runs with checkpoints),
+FLOPs, BOPs and OPs = FLOPs + BOPs/64 per image (:mod:`bonnkd.tools.summary`).
 
 The test split is read from the run's own ``config.data``; ``--data_source``
 and ``--data_dir`` point elsewhere (another machine's copy).
@@ -31,6 +32,7 @@ import matplotlib
 import numpy as np
 
 from bonnkd import errors
+from bonnkd import export
 from bonnkd import models
 from bonnkd.data import input_pipeline
 from bonnkd.run import run_dir as run_dir_lib
@@ -48,8 +50,8 @@ __all__ = ['load_run', 'epoch_curves', 'confusion_matrix', 'comparison_rows',
 
 TABLE_COLUMNS = ('run', 'phase', 'model', 'test_accuracy', 'val_accuracy',
                  'params', 'binary_share', 'binary_conv_share',
-                 'size_float32_bits',
-                 'size_1bit_bits', 'flops', 'bops', 'ops')
+                 'size_float32_bits', 'size_1bit_bits', 'exported_bytes',
+                 'flops', 'bops', 'ops')
 
 
 def load_run(path: str):
@@ -132,11 +134,20 @@ def comparison_rows(run_dirs):
         'binary_conv_share': cost['binary_conv_share'],
         'size_float32_bits': cost['bits_float32'],
         'size_1bit_bits': cost['bits_1bit'],
+        'exported_bytes': exported_bytes(run_dir),
         'flops': cost['flops'],
         'bops': cost['bops'],
         'ops': cost['ops'],
     })
   return rows
+
+
+def exported_bytes(run_dir: str) -> int | None:
+  """The size of the run's best checkpoint as ``bonnkd.export`` writes it
+  (None for a run committed without its checkpoints)."""
+  if not run_dir_lib.RunDir.open(run_dir).has_checkpoints():
+    return None
+  return export.nbytes(export.program_of_run(run_dir, 'best'))
 
 
 def _percent(value) -> str:
@@ -147,13 +158,15 @@ def _markdown(rows) -> str:
   return tables.markdown(
       ('run', 'phase', 'model', 'test acc %', 'val acc %', 'params',
        '1-bit share', '1-bit conv weights', 'size float32 (KiB)',
-       'size 1-bit (KiB)', 'FLOPs', 'BOPs', 'OPs'),
+       'size 1-bit (KiB)', 'exported file (KiB)', 'FLOPs', 'BOPs', 'OPs'),
       [(r['run'], r['phase'], r['model'], _percent(r['test_accuracy']),
         _percent(r['val_accuracy']), f'{r["params"]:,}',
         f'{100 * r["binary_share"]:.1f}%',
         f'{100 * r["binary_conv_share"]:.1f}%',
         f'{r["size_float32_bits"] / 8 / 1024:,.1f}',
-        f'{r["size_1bit_bits"] / 8 / 1024:,.1f}', f'{r["flops"]:,}',
+        f'{r["size_1bit_bits"] / 8 / 1024:,.1f}',
+        'no checkpoint' if r['exported_bytes'] is None
+        else f'{r["exported_bytes"] / 1024:,.1f}', f'{r["flops"]:,}',
         f'{r["bops"]:,}', f'{r["ops"]:,.0f}') for r in rows])
 
 
