@@ -32,7 +32,7 @@ import numpy as np
 
 __all__ = ['WORD_BITS', 'words_for', 'pack_signs', 'pack_signs_np',
            'unpack_signs', 'unpack_signs_np', 'pack_kernel_np',
-           'unpack_kernel_np', 'xnor_conv2d']
+           'unpack_kernel_np', 'conv_geometry', 'xnor_conv2d']
 
 WORD_BITS = 32
 
@@ -100,6 +100,26 @@ def _tap_valid(size, out_size, stride, offset, pad_lo):
   return (position >= 0) & (position < size)
 
 
+def conv_geometry(x_shape, kernel_shape, channels: int, strides, padding):
+  """((top, bottom), (left, right)) and the output shape of a packed conv.
+
+  Raises:
+    ValueError: the word counts of ``x_shape`` (N, H, W, words) and
+      ``kernel_shape`` (kh, kw, words, C_out) do not fit ``channels``.
+  """
+  n, height, width, words = x_shape
+  kh, kw, kernel_words, cout = kernel_shape
+  if kernel_words != words or words != words_for(channels):
+    raise ValueError(f'{channels} channels are {words_for(channels)} words; '
+                     f'the input has {words}, the kernel {kernel_words}.')
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads((height, width), (kh, kw), strides, padding)
+  (top, bottom), (left, right) = padding
+  out_shape = (n, (height + top + bottom - kh) // strides[0] + 1,
+               (width + left + right - kw) // strides[1] + 1, cout)
+  return ((top, bottom), (left, right)), out_shape
+
+
 def xnor_conv2d(x_words: jax.Array, kernel_words: jax.Array, channels: int,
                 strides=(1, 1), padding='SAME') -> jax.Array:
   r"""conv(sign(x), sign(W)) with zero padding, from packed bits: int32.
@@ -117,18 +137,12 @@ def xnor_conv2d(x_words: jax.Array, kernel_words: jax.Array, channels: int,
     (N, H', W', C_out) int32, equal to ``lax.conv_general_dilated`` of the
     +-1 tensors with the same zero padding.
   """
-  n, height, width, words = x_words.shape
-  kh, kw, kernel_word_count, cout = kernel_words.shape
-  if kernel_word_count != words or words != words_for(channels):
-    raise ValueError(f'{channels} channels are {words_for(channels)} words; '
-                     f'the input has {words}, the kernel {kernel_word_count}.')
+  ((top, bottom), (left, right)), (n, out_h, out_w, cout) = conv_geometry(
+      x_words.shape, kernel_words.shape, channels, strides, padding)
+  _, height, width, words = x_words.shape
+  kh, kw = kernel_words.shape[:2]
   sh, sw = strides
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads((height, width), (kh, kw), strides, padding)
-  (top, bottom), (left, right) = padding
   padded = jnp.pad(x_words, ((0, 0), (top, bottom), (left, right), (0, 0)))
-  out_h = (height + top + bottom - kh) // sh + 1
-  out_w = (width + left + right - kw) // sw + 1
   unused_bits = words * WORD_BITS - channels
   total = jnp.zeros((n, out_h, out_w, cout), jnp.int32)
   for i in range(kh):

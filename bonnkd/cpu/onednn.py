@@ -26,7 +26,6 @@ reference the tests compare against.
 import ctypes
 import functools
 import importlib.metadata
-import importlib.machinery
 import os
 
 from absl import logging
@@ -35,8 +34,10 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ['available', 'why_unavailable', 'conv2d', 'set_threads',
-           'library_path', 'ENV', 'THREADS_ENV', 'TARGETS']
+from bonnkd.cpu import native_library
+
+__all__ = ['available', 'why_unavailable', 'conv2d', 'set_threads', 'LIBRARY',
+           'ENV', 'THREADS_ENV', 'TARGETS']
 
 # '0' keeps XLA's convolutions even where the library is built.
 ENV = 'BONNKD_ONEDNN'
@@ -44,24 +45,12 @@ ENV = 'BONNKD_ONEDNN'
 # :func:`set_threads`.
 THREADS_ENV = 'BONNKD_ONEDNN_THREADS'
 DEFAULT_THREADS = 1
-_LIBRARY = '_onednn_conv'
-_library = None  # The loaded library (ctypes), once _load succeeded.
 # FFI target name -> symbol of the library.
 TARGETS = {
     'bonnkd_onednn_conv_fwd': 'BonnkdOnednnConvForward',
     'bonnkd_onednn_conv_bwd_data': 'BonnkdOnednnConvBackwardData',
     'bonnkd_onednn_conv_bwd_weights': 'BonnkdOnednnConvBackwardWeights',
 }
-
-
-def library_path() -> str | None:
-  """The built library next to this module, if there is one."""
-  here = os.path.dirname(os.path.abspath(__file__))
-  for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-    path = os.path.join(here, _LIBRARY + suffix)
-    if os.path.isfile(path):
-      return path
-  return None
 
 
 def _preload_libdnnl() -> None:
@@ -77,34 +66,26 @@ def _preload_libdnnl() -> None:
   ctypes.CDLL(str(found[0].locate()), mode=ctypes.RTLD_GLOBAL)
 
 
-@functools.cache
-def _load() -> tuple[bool, str]:
-  """(loaded, why not): loads and registers the library once per process."""
-  if os.environ.get(ENV, '1') == '0':
-    return False, f'${ENV}=0'
-  path = library_path()
-  if path is None:
-    return False, ('bonnkd/cpu/_onednn_conv is not built (pip install -e . '
-                   'builds it where g++ and the onednn-devel-cpu-gomp wheel '
-                   'are at hand)')
-  try:
-    _preload_libdnnl()
-    library = ctypes.CDLL(path)
-  except (OSError, importlib.metadata.PackageNotFoundError) as e:
-    return False, f'{path} does not load: {e}'
-  for target, symbol in TARGETS.items():
-    jax.ffi.register_ffi_target(
-        target, jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu')
+def _loaded(library: ctypes.CDLL, path: str) -> None:
   library.BonnkdOnednnVersion.restype = ctypes.c_char_p
-  global _library
-  _library = library
   threads = int(os.environ.get(THREADS_ENV, DEFAULT_THREADS))
-  set_threads(threads)
+  _set_threads(library, threads)
   logging.info('oneDNN %s convolutions loaded from %s (%s a call, one call '
                'at a time).', library.BonnkdOnednnVersion().decode(), path,
                f'{threads} thread(s)' if threads else 'all cores')
-  return True, ''
 
+
+LIBRARY = native_library.NativeLibrary(
+    '_onednn_conv', ENV, 'oneDNN convolutions', "XLA's convolution", TARGETS,
+    preload=_preload_libdnnl, loaded=_loaded)
+available = LIBRARY.available
+why_unavailable = LIBRARY.why_unavailable
+
+
+def _set_threads(library: ctypes.CDLL, n: int) -> None:
+  if n < 0:
+    raise ValueError(f'oneDNN threads must be 0 (all cores) or more, got {n}.')
+  library.BonnkdOnednnSetThreads(ctypes.c_int(n))
 
 
 def set_threads(n: int) -> None:
@@ -123,27 +104,10 @@ def set_threads(n: int) -> None:
   """
   if n < 0:
     raise ValueError(f'oneDNN threads must be 0 (all cores) or more, got {n}.')
-  if _library is None and not available():
+  if not available():
     raise RuntimeError(f'oneDNN convolutions unavailable: '
                        f'{why_unavailable()}.')
-  _library.BonnkdOnednnSetThreads(ctypes.c_int(n))
-
-
-def available() -> bool:
-  """Whether oneDNN's convolutions can run here (the CPU backend, loaded)."""
-  return jax.default_backend() == 'cpu' and _load()[0]
-
-
-@functools.cache
-def why_unavailable() -> str:
-  """Why :func:`available` is False ('' where it is True); logged once."""
-  if jax.default_backend() != 'cpu':
-    return f'the backend is {jax.default_backend()}'
-  why = _load()[1]
-  if why:
-    logging.warning("oneDNN convolutions unavailable (%s): XLA's "
-                    'convolution is used.', why)
-  return why
+  _set_threads(LIBRARY.library, n)
 
 
 def _pads(x_shape, kernel_shape, strides, padding):

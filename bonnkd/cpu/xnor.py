@@ -13,55 +13,22 @@ convolution, the reference.
 """
 
 import ctypes
-import functools
-import importlib.machinery
-import os
 
 from absl import logging
 import jax
-from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
 from bonnkd.binary import packing
+from bonnkd.cpu import native_library
 
-__all__ = ['ENV', 'PATHS', 'available', 'why_unavailable', 'paths',
-           'xnor_conv2d']
+__all__ = ['ENV', 'PATHS', 'LIBRARY', 'available', 'why_unavailable',
+           'paths', 'xnor_conv2d']
 
 ENV = 'BONNKD_XNOR_NATIVE'
 # Instruction paths of the kernel, by the number the library takes.
 PATHS = {'auto': 0, 'scalar': 1, 'avx2': 2, 'avx512': 3}
-_LIBRARY = '_xnor_conv'
 _TARGET = 'bonnkd_xnor_conv'
-
-
-def _library_path() -> str | None:
-  here = os.path.dirname(os.path.abspath(__file__))
-  for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-    path = os.path.join(here, _LIBRARY + suffix)
-    if os.path.isfile(path):
-      return path
-  return None
-
-
-@functools.cache
-def _load() -> tuple[ctypes.CDLL | None, str]:
-  """(library, why not): loads and registers the kernel once per process."""
-  if os.environ.get(ENV, '1') == '0':
-    return None, f'${ENV}=0'
-  path = _library_path()
-  if path is None:
-    return None, ('bonnkd/cpu/_xnor_conv is not built (pip install -e . '
-                  'builds it where g++ and jaxlib are at hand)')
-  try:
-    library = ctypes.CDLL(path)
-  except OSError as e:
-    return None, f'{path} does not load: {e}'
-  jax.ffi.register_ffi_target(
-      _TARGET, jax.ffi.pycapsule(library.BonnkdXnorConv), platform='cpu')
-  logging.info('XNOR-popcount convolution loaded from %s (paths here: %s).',
-               path, ', '.join(sorted(_paths_of(library))))
-  return library, ''
 
 
 def _paths_of(library) -> set[str]:
@@ -69,26 +36,21 @@ def _paths_of(library) -> set[str]:
   return {name for name, p in PATHS.items() if p and bits & (1 << p)}
 
 
-def available() -> bool:
-  """Whether the native kernel can run here (the CPU backend, loaded)."""
-  return jax.default_backend() == 'cpu' and _load()[0] is not None
+def _loaded(library: ctypes.CDLL, path: str) -> None:
+  logging.info('XNOR-popcount convolution loaded from %s (paths here: %s).',
+               path, ', '.join(sorted(_paths_of(library))))
 
 
-@functools.cache
-def why_unavailable() -> str:
-  """Why :func:`available` is False ('' where it is True); logged once."""
-  if jax.default_backend() != 'cpu':
-    return f'the backend is {jax.default_backend()}'
-  why = _load()[1]
-  if why:
-    logging.warning('Native XNOR-popcount convolution unavailable (%s): the '
-                    'pure-JAX one is used.', why)
-  return why
+LIBRARY = native_library.NativeLibrary(
+    '_xnor_conv', ENV, 'Native XNOR-popcount convolution', 'the pure-JAX one',
+    {_TARGET: 'BonnkdXnorConv'}, loaded=_loaded)
+available = LIBRARY.available
+why_unavailable = LIBRARY.why_unavailable
 
 
 def paths() -> set[str]:
   """The instruction paths this CPU runs ('scalar', 'avx2', 'avx512')."""
-  library = _load()[0]
+  library = LIBRARY.library
   return _paths_of(library) if library is not None else set()
 
 
@@ -112,21 +74,9 @@ def xnor_conv2d(x_words: jax.Array, kernel_words: jax.Array, channels: int,
   if path != 'auto' and path not in paths():
     raise RuntimeError(f'This CPU runs the XNOR-popcount paths '
                        f'{sorted(paths())}, not {path!r}.')
-  n, height, width, words = x_words.shape
-  kh, kw, kernel_word_count, cout = kernel_words.shape
-  if kernel_word_count != words or words != packing.words_for(channels):
-    raise ValueError(f'{channels} channels are '
-                     f'{packing.words_for(channels)} words; the input has '
-                     f'{words}, the kernel {kernel_word_count}.')
-  if cout > 1024:
-    raise ValueError(f'The native kernel takes up to 1024 output channels, '
-                     f'got {cout}.')
+  ((top, _), (left, _)), out = packing.conv_geometry(
+      x_words.shape, kernel_words.shape, channels, strides, padding)
   sh, sw = strides
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads((height, width), (kh, kw), strides, padding)
-  (top, bottom), (left, right) = padding
-  out = (n, (height + top + bottom - kh) // sh + 1,
-         (width + left + right - kw) // sw + 1, cout)
   return jax.ffi.ffi_call(
       _TARGET, jax.ShapeDtypeStruct(out, jnp.int32),
       vmap_method='sequential')(
