@@ -39,6 +39,7 @@ import io
 import json
 import os
 import sys
+import zipfile
 
 import flax.linen as nn
 import jax
@@ -275,19 +276,28 @@ def load(path: str) -> Program:
   """The program in an exported file (NumPy only).
 
   Raises:
-    errors.ConfigError: not a bonnkd inference file, or a newer version.
+    errors.ConfigError: no such file, not a bonnkd inference file, or one of
+      a newer version.
   """
-  with np.load(path) as f:
-    if 'header' not in f.files:
-      raise errors.ConfigError(f'{path} is not a bonnkd inference file (no '
-                               'header).')
-    header = json.loads(bytes(f['header']))
-    if header.get('format') != FORMAT or header.get('version', 0) > VERSION:
-      raise errors.ConfigError(
-          f'{path}: format {header.get("format")!r} version '
-          f'{header.get("version")}; this bonnkd reads {FORMAT!r} up to '
-          f'version {VERSION}.')
-    arrays = {k: f[k] for k in f.files if k != 'header'}
+  if not os.path.isfile(path):
+    raise errors.ConfigError(f'{path!r} does not exist or is not a file.')
+  try:
+    with np.load(path) as f:
+      if 'header' not in f.files:
+        raise errors.ConfigError(f'{path} is not a bonnkd inference file (no '
+                                 'header).')
+      header = json.loads(bytes(f['header']))
+      arrays = {k: f[k] for k in f.files if k != 'header'}
+  except (OSError, ValueError, zipfile.BadZipFile) as e:
+    if isinstance(e, errors.ConfigError):
+      raise
+    raise errors.ConfigError(f'{path} is not a bonnkd inference file: {e}.'
+                             ) from e
+  if header.get('format') != FORMAT or header.get('version', 0) > VERSION:
+    raise errors.ConfigError(
+        f'{path}: format {header.get("format")!r} version '
+        f'{header.get("version")}; this bonnkd reads {FORMAT!r} up to '
+        f'version {VERSION}.')
   return Program(header, arrays)
 
 

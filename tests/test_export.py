@@ -122,8 +122,19 @@ def test_file_round_trip_with_numpy_alone(tmp_path):
 
 def test_load_refuses_other_files(tmp_path):
   np.savez(tmp_path / 'other.npz', x=np.zeros(3))
-  with pytest.raises(errors.ConfigError, match='not a bonnkd inference'):
-    export.load(str(tmp_path / 'other.npz'))
+  (tmp_path / 'text.npz').write_text('not a zip')
+  for name in ('other.npz', 'text.npz'):
+    with pytest.raises(errors.ConfigError, match='not a bonnkd inference'):
+      export.load(str(tmp_path / name))
+  with pytest.raises(errors.ConfigError, match='does not exist'):
+    export.load(str(tmp_path / 'missing.npz'))
+
+
+def test_deploy_of_a_missing_file_is_one_error(tmp_path, capsys):
+  with pytest.raises(SystemExit) as e:
+    deploy.main([str(tmp_path / 'missing.npz')])
+  assert e.value.code == 1
+  assert capsys.readouterr().err.startswith('error: ')
 
 
 @pytest.fixture(scope='module')
