@@ -35,8 +35,11 @@ MODELS = {
                     ['model.depth=16', 'model.width=4', 'batch_size=64']),
     'wrn10_2_b128': ('configs/phase1_bonn_wrn.py:cpu',
                      ['model.depth=10', 'model.width=2']),
+    # float32 as its PyTorch twin (the preset trains in bfloat16 on an
+    # accelerator; oneDNN's convolutions take float32).
     'student_b128': ('configs/phase2_kd_student.py', ['batch_size=128',
-                                                      'kd.enabled=False']),
+                                                      'kd.enabled=False',
+                                                      'dtype=float32']),
 }
 
 

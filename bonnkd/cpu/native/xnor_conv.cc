@@ -273,8 +273,13 @@ ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U32, 4> x,
   job->y = y->typed_data();
   job->path = path;
   job->rows = g.n * g.oh;
-  int64_t helpers = std::max<int64_t>(0, pool.num_threads() - 1);
-  // Chunks of rows: a few per thread, at least a few thousand MACs each.
+  // Other threads only for a call worth waking them: a pool thread took
+  // longer to start than a small layer (a batch-1 8x8 one) takes alone.
+  const int64_t words_read = job->rows * g.ow * g.kh * g.kw * g.words * g.cout;
+  int64_t helpers = words_read < (int64_t{1} << 22)
+                        ? 0
+                        : std::max<int64_t>(0, pool.num_threads() - 1);
+  // Chunks of rows: a few per thread.
   job->chunk = std::max<int64_t>(1, job->rows / (4 * (helpers + 1)));
   job->chunks = (job->rows + job->chunk - 1) / job->chunk;
   helpers = std::min(helpers, job->chunks - 1);
