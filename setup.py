@@ -36,15 +36,16 @@ def ffi_include() -> str | None:
 
 def onednn_extension() -> list[Extension]:
   """The oneDNN convolutions, or nothing where their headers are missing."""
+  include = ffi_include()
   try:
-    include = ffi_include()
-    if include is None:
-      raise AttributeError('no jaxlib')
     dnnl_hpp = _file_of('onednn-devel-cpu-gomp', 'oneapi/dnnl/dnnl.hpp')
     libdnnl = _file_of('onednn-cpu-gomp', 'libdnnl.so.3')
-  except (AttributeError, importlib.metadata.PackageNotFoundError,
-          StopIteration) as e:
-    print(f'bonnkd: not building the oneDNN convolutions ({e!r}); '
+  except (importlib.metadata.PackageNotFoundError, StopIteration) as e:
+    include, why = None, repr(e)
+  else:
+    why = 'no jaxlib'
+  if include is None:
+    print(f'bonnkd: not building the oneDNN convolutions ({why}); '
           "XLA's convolutions will be used.")
     return []
   return [Extension(

@@ -7,8 +7,9 @@
 The 1-bit convolutions with 1-bit inputs run on their packed bits: XNOR and
 popcount, exact integer sums, in the native kernel (:mod:`bonnkd.cpu.xnor`)
 where it is built, else in pure JAX
-(:func:`bonnkd.binary.packing.xnor_conv2d`); a 1-bit kernel on real inputs (the seed's stem) is unpacked to +-1
-and convolved in float32; real layers run as exported. ``--compare`` also
+(:func:`bonnkd.binary.packing.xnor_conv2d`); a 1-bit kernel on real inputs
+(the seed's stem) is unpacked to +-1 and convolved in float32; real layers
+run as exported. ``--compare`` also
 restores the run's checkpoint (``run_dir`` in the file's header, or
 ``--run_dir``) and runs bonnkd's float eval of it on the same batches,
 alternated batch by batch in this process, and reports both speeds, the
@@ -75,9 +76,7 @@ def _conv(op: dict, x, arrays: dict, xnor_conv2d: Callable):
                     op['padding']).astype(jnp.float32)
   else:
     if op['weights'] == 'packed':
-      kernel = packing.unpack_signs(jnp.moveaxis(kernel, 2, 3),
-                                    op['channels'])
-      kernel = jnp.moveaxis(kernel, 3, 2)
+      kernel = packing.unpack_kernel(kernel, op['channels'])
     if op['inputs'] == 'sign':
       x = quantizers.sign(x)
     y = layers.conv2d(x, kernel, strides, op['padding'], 'auto')
@@ -197,7 +196,8 @@ def _args(argv):
   parser.add_argument('--split', choices=('test', 'val'), default='test')
   parser.add_argument('--batch_size', type=int, default=128)
   parser.add_argument('--limit', type=int, default=-1,
-                      help='examples to read (default: all of the split)')
+                      help='a random subset of this many examples (default: '
+                      'all of the split)')
   parser.add_argument('--compare', action='store_true',
                       help="also run bonnkd's float eval of the checkpoint, "
                       'alternated, and compare')
@@ -254,9 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.json:
     print(json.dumps(result, sort_keys=True))
     return 0
-  print(f'{args.file}: {result["file_bytes"]:,} bytes ({result["float32_bytes"]:,}'
-        f' as float32, {result["float32_bytes"] / result["file_bytes"]:.1f}x '
-        f'smaller), {result["packed_layers"]} packed 1-bit layers')
+  sizes = result['file_bytes'], result['float32_bytes']
+  print(f'{args.file}: {sizes[0]:,} bytes ({sizes[1]:,} as float32, '
+        f'{sizes[1] / sizes[0]:.1f}x smaller), {result["packed_layers"]} '
+        'packed 1-bit layers')
   print(f'{args.split}: {result["examples"]:,} examples, accuracy '
         f'{100 * result["accuracy"]:.2f}%, {result["images_per_sec"]:,.1f} '
         f'img/s (batch {args.batch_size})')

@@ -165,11 +165,12 @@ class _Builder:
         inputs='sign' if spec['binary_inputs'] else 'real',
         scale=scale is not None))
 
-  def batch_norm(self, name: str, x: str, epsilon: float = 1e-5) -> str:
+  def batch_norm(self, name: str, x: str) -> str:
     stats, params = _at(self.stats, name), _at(self.params, name)
     # flax's eval-mode BatchNorm: (x - mean) * (rsqrt(var + eps) * scale)
     # + bias, the multiplier computed as XLA computes it there.
-    mul = jax.jit(lambda v, s: jax.lax.rsqrt(v + epsilon) * s)(
+    eps = models.BATCH_NORM_EPSILON
+    mul = jax.jit(lambda v, s: jax.lax.rsqrt(v + eps) * s)(
         stats['var'], params['scale'])
     self._array(f'{name}/mean', np.asarray(stats['mean'], np.float32))
     self._array(f'{name}/mul', np.asarray(mul, np.float32))

@@ -56,7 +56,10 @@ __all__ = [
 BINARIZE_MODES = ('none', 'first_conv', 'inner', 'all')
 BINARIZE_WHAT = ('weights', 'activations', 'both')
 
-_BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+# Every BatchNorm of the models (bonnkd.export folds them with the same eps).
+BATCH_NORM_EPSILON = 1e-5
+_BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9,
+                               epsilon=BATCH_NORM_EPSILON)
 
 
 class _ConvFactory:

@@ -6,9 +6,9 @@ same variables, for every 1-bit layout: BONN's W1A1 WRN, the W1A1 ResNet
 scales, and 1-bit activations with real weights.
 """
 
+import contextlib
 import io
 import json
-import contextlib
 
 import jax
 import jax.numpy as jnp

@@ -55,6 +55,7 @@ CASES = [
     (1, 5, 6, 2, 3, 3, 2, 'SAME'),
     (2, 8, 8, 8, 8, 1, 2, 'VALID'),
     (1, 6, 7, 3, 4, 3, 1, ((2, 0), (1, 3))),
+    (2, 9, 9, 5, 10, 1, 2, 'SAME'),  # strided 1x1, few input channels
 ]
 
 
@@ -104,6 +105,24 @@ def test_the_compiled_step_calls_onednn_not_xla():
   for target in onednn.TARGETS:
     assert f'custom_call_target="{target}"' in hlo, target
   assert 'convolution(' not in hlo
+
+
+@needs_onednn
+def test_a_strided_1x1_conv_reaches_onednn_at_stride_1():
+  # oneDNN 3.2's strided 1x1 weight gradient writes past its scratchpad on
+  # NHWC inputs with few channels (it corrupted a notebook run's heap): the
+  # input is subsampled first and oneDNN sees a 1x1 conv of stride 1.
+  x = jnp.ones((2, 32, 32, 5), jnp.float32)
+  kernel = jnp.ones((1, 1, 5, 10), jnp.float32)
+
+  def loss(x, kernel):
+    return jnp.sum(onednn.conv2d(x, kernel, (2, 2), 'SAME') ** 2)
+
+  hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, kernel).as_text()
+  calls = [line for line in hlo.splitlines() if 'bonnkd_onednn_conv' in line]
+  assert len(calls) == 3
+  for call in calls:
+    assert 'stride_h = 1' in call and 'stride_w = 1' in call, call
 
 
 @needs_onednn

@@ -29,9 +29,10 @@ def test_pack_unpack_round_trip(channels):
       packing.unpack_signs(packing.pack_signs(jnp.asarray(x)), channels),
       signs)
   kernel = np.random.default_rng(0).normal(size=(3, 3, channels, 5))
-  np.testing.assert_array_equal(
-      packing.unpack_kernel_np(packing.pack_kernel_np(kernel), channels),
-      np.where(kernel >= 0, 1.0, -1.0))
+  words = packing.pack_kernel_np(kernel)
+  for unpacked in (packing.unpack_kernel_np(words, channels),
+                   packing.unpack_kernel(jnp.asarray(words), channels)):
+    np.testing.assert_array_equal(unpacked, np.where(kernel >= 0, 1.0, -1.0))
 
 
 def reference_conv(x, kernel, strides, padding):

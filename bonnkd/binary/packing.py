@@ -32,7 +32,7 @@ import numpy as np
 
 __all__ = ['WORD_BITS', 'words_for', 'pack_signs', 'pack_signs_np',
            'unpack_signs', 'unpack_signs_np', 'pack_kernel_np',
-           'unpack_kernel_np', 'conv_geometry', 'xnor_conv2d']
+           'unpack_kernel', 'unpack_kernel_np', 'conv_geometry', 'xnor_conv2d']
 
 WORD_BITS = 32
 
@@ -87,6 +87,13 @@ def pack_kernel_np(kernel: np.ndarray) -> np.ndarray:
   The signs packed along the input channels, the axis the count runs over.
   """
   return np.moveaxis(pack_signs_np(np.moveaxis(kernel, 2, 3)), 3, 2)
+
+
+def unpack_kernel(words: jax.Array, channels: int,
+                  dtype=jnp.float32) -> jax.Array:
+  """The +-1 kernel (HWIO) of packed ``words``, in JAX."""
+  return jnp.moveaxis(unpack_signs(jnp.moveaxis(words, 2, 3), channels,
+                                   dtype), 3, 2)
 
 
 def unpack_kernel_np(words: np.ndarray, channels: int) -> np.ndarray:

@@ -30,12 +30,14 @@ class NativeLibrary:
     fallback: what runs without it, for the message ("XLA's convolution").
     targets: FFI target name -> the library's handler symbol.
     preload: called before loading (e.g. to load a library it links).
-    loaded: called with the ctypes library once loaded and registered.
+    loaded: called with the ctypes library and its path once loaded and
+      registered.
   """
 
   def __init__(self, name: str, env: str, what: str, fallback: str,
-               targets: dict[str, str], preload: Callable[[], None] = None,
-               loaded: Callable[[ctypes.CDLL, str], None] = None):
+               targets: dict[str, str],
+               preload: Callable[[], None] | None = None,
+               loaded: Callable[[ctypes.CDLL, str], None] | None = None):
     self.name, self.env, self.what, self.fallback = name, env, what, fallback
     self.targets = targets
     self._preload, self._loaded = preload, loaded

@@ -94,13 +94,15 @@ def set_threads(n: int) -> None:
   One call runs at a time, whatever XLA:CPU's thread pool asks (a lock in
   the library): XLA runs independent operations at once, such as a conv's
   input and weight gradients, and concurrent oneDNN calls corrupted memory.
-  The default is one thread a call: with two, a run hung in oneDNN 3.2's
-  JIT spin barrier, both threads of the team waiting there for minutes (a
-  1x1 conv's gradients, timed by the autotune in the notebook's run, and in
-  CI before that, on 2-core EPYCs). One thread never waits in a barrier;
-  it trained 0.88-1.13x as fast as two on 2 cores (results/README.md), and
-  XLA's pool keeps the other core busy. More threads are for a machine
-  where that trade is measured to pay (``BONNKD_ONEDNN_THREADS``).
+  The default is one thread a call: with two, the notebook test's run hung
+  in oneDNN's JIT spin barrier, and with one its heap was corrupted, both
+  in a strided 1x1 conv's weight gradient, whose scratchpad oneDNN 3.2
+  overruns; :func:`conv2d` now keeps strided 1x1 convs away from that
+  path, after which the notebook's run went through with one thread and
+  with all cores. One thread a call trained 0.88-1.13x
+  as fast as two on 2 cores (results/README.md), XLA's pool keeping the
+  other core busy; more threads are for a machine where they are measured
+  to pay (``BONNKD_ONEDNN_THREADS``).
   """
   if n < 0:
     raise ValueError(f'oneDNN threads must be 0 (all cores) or more, got {n}.')
@@ -185,5 +187,16 @@ def conv2d(x, kernel, strides=(1, 1), padding='SAME'):
     raise TypeError(f'oneDNN convolutions take float32, got {x.dtype} and '
                     f'{kernel.dtype}.')
   strides = tuple(int(s) for s in strides)
-  return _conv(x, kernel, strides, _pads(x.shape, kernel.shape, strides,
-                                         padding))
+  pads = _pads(x.shape, kernel.shape, strides, padding)
+  if kernel.shape[:2] == (1, 1) and strides != (1, 1) and not any(
+      p for pair in pads for p in pair):
+    # A strided 1x1 conv reads every s-th pixel: subsample, then a 1x1 conv
+    # of stride 1 (the same sums, and XLA differentiates the slice). oneDNN
+    # 3.2's strided 1x1 weight gradient on NHWC inputs with fewer input
+    # channels than its channel block writes past its scratchpad (reported
+    # upstream as oneDNN issue 6035): here it corrupted the heap of a
+    # notebook's run, and with two threads a call that run hung in the
+    # same gradient's spin barrier.
+    x = x[:, ::strides[0], ::strides[1], :]
+    strides = (1, 1)
+  return _conv(x, kernel, strides, pads)

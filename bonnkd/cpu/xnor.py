@@ -66,7 +66,8 @@ def xnor_conv2d(x_words: jax.Array, kernel_words: jax.Array, channels: int,
   Raises:
     RuntimeError: the library is not available (:func:`why_unavailable`),
       or ``path`` is not one this CPU runs.
-    ValueError: the word counts do not fit ``channels``.
+    ValueError: the word counts do not fit ``channels``, or the kernel has
+      more than 64 taps.
   """
   if not available():
     raise RuntimeError(f'Native XNOR-popcount convolution unavailable: '
@@ -76,6 +77,9 @@ def xnor_conv2d(x_words: jax.Array, kernel_words: jax.Array, channels: int,
                        f'{sorted(paths())}, not {path!r}.')
   ((top, _), (left, _)), out = packing.conv_geometry(
       x_words.shape, kernel_words.shape, channels, strides, padding)
+  if kernel_words.shape[0] * kernel_words.shape[1] > 64:
+    raise ValueError(f'The native kernel takes up to 64 taps (8x8), got '
+                     f'{kernel_words.shape[:2]}.')
   sh, sw = strides
   return jax.ffi.ffi_call(
       _TARGET, jax.ShapeDtypeStruct(out, jnp.int32),

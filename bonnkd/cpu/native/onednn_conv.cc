@@ -128,9 +128,10 @@ Geometry MakeGeometry(Dims in, Dims kernel, Dims out, int64_t sh, int64_t sw,
 // gradients are independent, and layers share shapes, so share cached
 // primitives), and concurrent calls corrupted the heap (``double free``) in
 // a notebook's run. With two threads a call, a run hung in oneDNN's JIT
-// spin barrier: both threads of the team waiting there for minutes
-// (2026-12-04, a 1x1 conv's gradients timed by the autotune; the CI run of
-// the notebook before that). One thread a call never waits in a barrier.
+// spin barrier (2026-12-04), in the weight gradient of a strided 1x1 conv,
+// whose scratchpad oneDNN 3.2 overruns (its heap corruption was caught
+// with one thread); bonnkd/cpu/onednn.py never asks for that gradient now.
+// One thread a call by default.
 std::atomic<int> num_threads{1};
 
 // Takes the lock and sets this thread's OpenMP team for the call; returns

@@ -38,8 +38,8 @@ struct Geometry {
   int64_t n, h, w, words, kh, kw, cout, oh, ow, sh, sw, pt, pl, channels;
 };
 
-// The words one output pixel reads: for each valid tap, its Cw activation
-// words and the matching kernel rows. Returns the number of valid taps.
+// What one output pixel reads: for each tap inside the image, its Cw
+// activation words and the matching kernel rows.
 struct Taps {
   const uint32_t* a[64];  // activation words of each valid tap
   const uint32_t* k[64];  // kernel rows (Cw x Cout) of each valid tap
@@ -275,8 +275,9 @@ ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U32, 4> x,
   job->rows = g.n * g.oh;
   // Other threads only for a call worth waking them: a pool thread took
   // longer to start than a small layer (a batch-1 8x8 one) takes alone.
-  const int64_t words_read = job->rows * g.ow * g.kh * g.kw * g.words * g.cout;
-  int64_t helpers = words_read < (int64_t{1} << 22)
+  const int64_t word_pairs =
+      job->rows * g.ow * g.kh * g.kw * g.words * g.cout;
+  int64_t helpers = word_pairs < (int64_t{1} << 22)
                         ? 0
                         : std::max<int64_t>(0, pool.num_threads() - 1);
   // Chunks of rows: a few per thread.
