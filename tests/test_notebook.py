@@ -23,10 +23,12 @@ def execute(tmp_path, monkeypatch, data, **env):
     monkeypatch.setenv(key, value)
   notebook = nbformat.read(os.path.join(ROOT, 'colab', 'bonnkd.ipynb'),
                            as_version=4)
-  # Should a cell hang, the kernel prints every thread's Python stack to the
-  # test's captured stderr every 5 minutes (a whole run takes 2-3).
+  # Should the kernel crash or a cell hang, it prints every thread's Python
+  # stack to the test's captured stderr (at the crash; every 5 minutes of a
+  # run that takes 2-3).
   notebook.cells.insert(0, nbformat.v4.new_code_cell(
       'import faulthandler, sys\n'
+      'faulthandler.enable(file=sys.__stderr__)\n'
       'faulthandler.dump_traceback_later(300, repeat=True, '
       'file=sys.__stderr__)'))
   nbclient.NotebookClient(
