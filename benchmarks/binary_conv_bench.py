@@ -26,13 +26,13 @@ speed-up over ``xla``.
 
 import argparse
 import statistics
-import time
 
 import jax
 from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import conv_bench
 from bonnkd.binary import layers
 from bonnkd.binary import packing
 from bonnkd.binary import quantizers
@@ -86,14 +86,6 @@ def has_torch() -> bool:
     return False
 
 
-def seconds_per_call(fn, x, repeats: int) -> float:
-  jax.block_until_ready(fn(x))
-  start = time.perf_counter()
-  for _ in range(repeats):
-    jax.block_until_ready(fn(x))
-  return (time.perf_counter() - start) / repeats
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--models', default='wrn16_3,resnet18')
@@ -142,8 +134,8 @@ def main(argv=None):
         times = {impl: [] for impl in impls}
         for _ in range(args.rounds):
           for impl in impls:
-            times[impl].append(seconds_per_call(forwards[impl], inputs[impl],
-                                                args.repeats))
+            times[impl].append(conv_bench.seconds_per_call(
+              forwards[impl], inputs[impl], repeats=args.repeats))
         ms = {impl: 1e3 * statistics.median(t) for impl, t in times.items()}
         base = ms.get('xla', ms[impls[0]])
         print(f'{model:>9} {batch:>5} {size:>4}^2 {cin:>4} {cout:>4} '
