@@ -43,7 +43,6 @@ import zipfile
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bonnkd import errors
@@ -82,26 +81,17 @@ class Program:
 def _conv_specs(model: nn.Module) -> dict[str, dict]:
   """Every QuantConv of ``model``: its path -> what the export needs of it."""
   specs = {}
-
-  def record(next_fun, args, kwargs, context):
-    module = context.module
-    if isinstance(module, layers.QuantConv) and (
-        context.method_name == '__call__'):
-      signs = module.quantizer in quantizers.SIGN_QUANTIZERS
-      specs['/'.join(module.path)] = dict(
-          binary_weights=module.binarize_weights and signs,
-          binary_inputs=module.binarize_inputs and signs,
-          reads_raw=module.binarize_inputs,
-          weight_scale=module.weight_scale if module.binarize_weights
-          else 'none',
-          strides=list(module.strides), channels=int(args[0].shape[-1]),
-          features=module.features)
-    return next_fun(*args, **kwargs)
-
-  with nn.intercept_methods(record):
-    jax.eval_shape(lambda: model.init(
-        jax.random.key(0), jnp.zeros((1, *train_state.IMAGE_SHAPE)),
-        train=False))
+  for path, (module, input_shape) in models.quant_convs(
+      model, train_state.IMAGE_SHAPE).items():
+    signs = module.quantizer in quantizers.SIGN_QUANTIZERS
+    specs[path] = dict(
+        binary_weights=module.binarize_weights and signs,
+        binary_inputs=module.binarize_inputs and signs,
+        reads_raw=module.binarize_inputs,
+        weight_scale=module.weight_scale if module.binarize_weights
+        else 'none',
+        strides=list(module.strides), channels=int(input_shape[-1]),
+        features=module.features)
   return specs
 
 
@@ -148,15 +138,13 @@ class _Builder:
       self._array(f'{name}/kernel', packing.pack_kernel_np(kernel))
     else:
       self._array(f'{name}/kernel', kernel)
-    scale = {
-        'none': None,
-        # As in training: XNOR's alpha recomputed from the latent kernel.
-        'xnor': lambda: quantizers.xnor_weight_scale(
-            jnp.asarray(kernel)).reshape(-1),
-        'modulation': lambda: _at(self.params, name)['modulation'],
-    }[spec['weight_scale']]
+    # As in training (XNOR's alpha recomputed from the latent kernel, the
+    # modulation or BONN's layer mean of it), computed as the layer does.
+    scale = jax.jit(layers.output_scale, static_argnums=0)(
+        spec['weight_scale'], kernel,
+        _at(self.params, name).get('modulation'))
     if scale is not None:
-      self._array(f'{name}/scale', np.asarray(scale(), np.float32))
+      self._array(f'{name}/scale', np.asarray(scale, np.float32))
     return self._emit(dict(
         op='conv', name=name, x=x, strides=spec['strides'],
         padding='SAME', channels=spec['channels'],

@@ -51,6 +51,8 @@ __all__ = [
     'create_model',
     'validate_config',
     'DTYPES',
+    'quant_convs',
+    'latent_kernel_paths',
 ]
 
 BINARIZE_MODES = ('none', 'first_conv', 'inner', 'all')
@@ -336,6 +338,12 @@ def _validate_binarization(binarize, binarize_what, quantizer, weight_scale,
                    quantizer, f'one of {sorted(quantizers.QUANTIZERS)}')
   validation.check(weight_scale in layers.WEIGHT_SCALES, 'model.weight_scale',
         weight_scale, f'one of {layers.WEIGHT_SCALES}')
+  validation.check(
+      weight_scale != 'layer_modulation'
+      or quantizer in quantizers.SIGN_QUANTIZERS, 'model.weight_scale',
+      weight_scale, f'a scale other than BONN\'s 1-bit conv with '
+      f'model.quantizer={quantizer!r} (it signs its weights; a sign '
+      f'quantizer: {quantizers.SIGN_QUANTIZERS})')
   validation.check(conv_impl in layers.CONV_IMPLS, 'model.conv_impl', conv_impl,
         f'one of {layers.CONV_IMPLS}')
 
@@ -391,7 +399,42 @@ def has_modulated_binary_weights(model_config) -> bool:
   """
   return (model_config.binarize != 'none'
           and model_config.binarize_what in ('weights', 'both')
-          and model_config.weight_scale == 'modulation')
+          and model_config.weight_scale in layers.MODULATED_SCALES)
+
+
+def quant_convs(model: nn.Module, image_shape=(32, 32, 3)) -> dict:
+  """Every QuantConv of ``model``, in call order.
+
+  Returns:
+    ``{path: (module, input shape)}``, the path being the module's place in
+    the parameter tree ('stem', 'group0_block0/conv1'), the input shape that
+    of an init on one image.
+  """
+  convs = {}
+
+  def record(next_fun, args, kwargs, context):
+    module = context.module
+    if (isinstance(module, layers.QuantConv)
+        and context.method_name == '__call__'):
+      convs['/'.join(module.path)] = (module, tuple(args[0].shape))
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda: model.init(
+        jax.random.key(0), jnp.zeros((1, *image_shape)), train=False))
+  return convs
+
+
+def latent_kernel_paths(model: nn.Module) -> frozenset[str]:
+  """Parameter paths ('group0_block0/conv1/kernel') of the 1-bit kernels.
+
+  Those kernels are latent: the forward pass reads only their signs, so
+  1-bit practice trains them without the weight decay of real kernels
+  (``config.optim.latent_weight_decay``).
+  """
+  return frozenset(f'{path}/kernel'
+                   for path, (module, _) in quant_convs(model).items()
+                   if module.binarize_weights)
 
 
 def count_params(params) -> int:

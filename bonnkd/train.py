@@ -72,7 +72,12 @@ def validate_config(config, num_devices: int = 1) -> None:
         models.has_modulated_binary_weights(config.model),
         'bonn.kernel_weight', config.bonn.kernel_weight,
         "0 unless the model has 1-bit weights with weight_scale="
-        "'modulation' (BONN's kernel loss regularises those)")
+        "'modulation' or 'layer_modulation' (BONN's kernel loss "
+        "regularises those)")
+  validation.check(
+      config.bonn.feature_reduction in bayesian_losses.FEATURE_REDUCTIONS,
+      'bonn.feature_reduction', config.bonn.feature_reduction,
+      f'one of {bayesian_losses.FEATURE_REDUCTIONS}')
 
 
 def train_step(state: TrainState, images, labels, teacher_variables=None, *,
@@ -132,7 +137,7 @@ def train_step(state: TrainState, images, labels, teacher_variables=None, *,
       aux['features'] = updates.pop('intermediates')['features'][0]
       aux['feature_loss'] = bayesian_losses.feature_loss(
           aux['features'], labels, state.class_stats['centres'],
-          state.class_stats['variances'])
+          state.class_stats['variances'], bonn.feature_reduction)
       loss += feature_weight * aux['feature_loss']
     return loss, (logits, updates, aux)
 

@@ -5,10 +5,15 @@
 # (results/bonn/README.md; the test split was not read): the best of each
 # weight's grid {1e-4, 1e-3, 1e-2}, each tried alone. At that short budget
 # neither beat plain training on val (lambda hurt at every weight, theta
-# 1e-4 tied), so these are the smallest, least harmful weights tried.
+# 1e-4 tied), so these are the smallest, least harmful weights tried. They
+# were chosen with bonnkd's first readings of BONN: per-channel modulation
+# and a feature loss averaged over the batch (BONN_FEATURE_REDUCTION);
+# BONN's own conv is ``model.weight_scale='layer_modulation'`` and its
+# feature loss sums (bonnkd/binary/bayesian_losses.py).
 BONN_KERNEL_WEIGHT = 1e-4
 BONN_FEATURE_WEIGHT = 1e-4
 BONN_NU = 1e-4
+BONN_FEATURE_REDUCTION = 'mean'
 
 
 def bonn_recipe(config):
@@ -25,4 +30,5 @@ def bonn_recipe(config):
   config.bonn.kernel_weight = BONN_KERNEL_WEIGHT
   config.bonn.feature_weight = BONN_FEATURE_WEIGHT
   config.bonn.nu = BONN_NU
+  config.bonn.feature_reduction = BONN_FEATURE_REDUCTION
   return config

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bonnkd.binary import bayesian_losses
+from bonnkd.binary import layers
 from bonnkd.binary import quantizers
 
 
@@ -106,12 +107,19 @@ def test_feature_loss_matches_numpy_and_its_gradient_checks():
   y = np.array([0, 1, 1, 2, 0, 2])
   c = rng.normal(size=(3, 4)).astype(np.float32)
   v = rng.uniform(0.5, 2.0, size=(3, 4)).astype(np.float32)
-  loss = bayesian_losses.feature_loss(f, y, c, v)
   d2 = (f - c[y]) ** 2
-  ref = 0.5 * np.mean(d2.sum(-1) + (d2 / v[y] + np.log(v[y])).sum(-1))
-  np.testing.assert_allclose(loss, ref, rtol=1e-5)
+  per_example = d2.sum(-1) + (d2 / v[y] + np.log(v[y])).sum(-1)
+  # BONN's centre-loss form sums over the examples; bonnkd's first reading
+  # averaged.
+  np.testing.assert_allclose(bayesian_losses.feature_loss(f, y, c, v),
+                             0.5 * np.sum(per_example), rtol=1e-5)
+  np.testing.assert_allclose(
+      bayesian_losses.feature_loss(f, y, c, v, reduction='mean'),
+      0.5 * np.mean(per_example), rtol=1e-5)
+  jtu.check_grads(lambda f: bayesian_losses.feature_loss(f, y, c, v, 'mean'),
+                  (f,), order=2, modes=('fwd', 'rev'), atol=1e-2, rtol=1e-2)
   jtu.check_grads(lambda f: bayesian_losses.feature_loss(f, y, c, v), (f,),
-                  order=2, modes=('fwd', 'rev'), atol=1e-2, rtol=1e-2)
+                  order=1, modes=('rev',), atol=1e-2, rtol=1e-2)
   # No gradient reaches the running statistics.
   g_c, g_v = jax.grad(bayesian_losses.feature_loss, argnums=(2, 3))(f, y, c,
                                                                      v)
@@ -134,3 +142,61 @@ def test_class_statistics_move_toward_the_batch_and_absent_classes_stay():
   # Class 1 is not in the batch: unchanged.
   np.testing.assert_array_equal(c[1], centres[1])
   np.testing.assert_array_equal(v[1], variances[1])
+
+
+def np_learned_prior(k, mu, log_var):
+  """BONN's learned per-channel prior (Eqs. 3.118-3.119), looped, float64."""
+  k = k.astype(np.float64)
+  prior = log_det = 0.0
+  for i in range(k.shape[3]):
+    w = k[..., i].ravel()
+    var = np.exp(np.float64(log_var[i]))
+    # Positive entries toward +mu_i, negative ones toward -mu_i.
+    prior += np.sum(np.where(w > 0, w - mu[i], w + mu[i]) ** 2) / var
+    log_det += w.size * np.log(var)
+  return prior, log_det
+
+
+def test_learned_prior_matches_numpy_and_its_gradient_checks():
+  k, s = tiny_kernel(4), np.array([0.3, 0.7, 1.1], np.float32)
+  mu = np.array([0.5, 0.9, 1.2], np.float32)
+  log_var = np.array([-1.0, 0.0, 0.5], np.float32)
+  loss, parts = bayesian_losses.kernel_loss(k, s, 0.5, True, mu, log_var)
+  prior, log_det = np_learned_prior(k, mu, log_var)
+  recon = np.sum((k - s * np.sign(k)) ** 2)
+  np.testing.assert_allclose(parts['prior'], prior, rtol=1e-5)
+  np.testing.assert_allclose(parts['log_det'], log_det, rtol=1e-5)
+  np.testing.assert_allclose(loss, 0.5 * (recon + 0.5 * (prior + log_det)),
+                             rtol=1e-5)
+  # The prior's parameters are learned: gradients checked numerically.
+  jtu.check_grads(
+      lambda m, v: bayesian_losses.kernel_loss(k, s, 0.5, True, m, v)[0],
+      (mu, log_var), order=1, modes=('rev',), atol=1e-2, rtol=1e-2)
+
+
+def test_learned_prior_is_optimal_at_the_channels_mean_and_variance():
+  # d/dmu_i = 0 at mu_i = mean |k| over the channel; d/dlog_var_i = 0 at
+  # sigma_i^2 = mean (|k| - mu_i)^2: prior_init's values.
+  k = tiny_kernel(5)
+  mu, log_var = layers.prior_init(jnp.asarray(k))
+  magnitude = np.abs(k).reshape(-1, 3)
+  np.testing.assert_allclose(mu, magnitude.mean(0), rtol=1e-6)
+  np.testing.assert_allclose(np.exp(log_var), magnitude.var(0), rtol=1e-4)
+  s = np.ones(3, np.float32)
+  g_mu, g_var = jax.grad(
+      lambda m, v: bayesian_losses.kernel_loss(k, s, 1.0, True, m, v)[0],
+      argnums=(0, 1))(mu, log_var)
+  np.testing.assert_allclose(g_mu, 0.0, atol=1e-4)
+  np.testing.assert_allclose(g_var, 0.0, atol=1e-4)
+
+
+def test_network_loss_uses_a_layers_learned_prior_where_it_has_one():
+  k, s = tiny_kernel(6), np.array([0.3, 0.7, 1.1], np.float32)
+  mu, log_var = layers.prior_init(jnp.asarray(k))
+  params = {'bonn': {'kernel': k, 'modulation': s, 'prior_mean': mu,
+                     'prior_log_var': log_var},
+            'mcn': {'kernel': k, 'modulation': s}}
+  total = bayesian_losses.network_kernel_loss(params, 0.1)
+  expected = (bayesian_losses.kernel_loss(k, s, 0.1, True, mu, log_var)[0]
+              + bayesian_losses.kernel_loss(k, s, 0.1)[0])
+  np.testing.assert_allclose(total, expected, rtol=1e-6)

@@ -70,6 +70,26 @@ def test_kernel_loss_is_added_with_its_weight(cifar_tarball):
       with_loss.params['group1_block0']['conv1']['kernel'])
 
 
+def test_bonns_learned_prior_is_trained_by_the_kernel_loss_alone(
+    cifar_tarball):
+  # BONN's conv (weight_scale='layer_modulation') holds a per-channel prior
+  # (Eqs. 3.118-3.119): without the kernel loss nothing moves it (no
+  # gradient, no decay); with it, the optimizer learns it.
+  bonn_conv = dict(W1A1, **{'model.weight_scale': 'layer_modulation'})
+  plain_config = tiny_config(cifar_tarball[0], **bonn_conv)
+  start = train.setup(plain_config, 3200).state.params['group0_block0']
+  plain, _ = steps(plain_config)
+  with_loss, _ = steps(tiny_config(
+      cifar_tarball[0], **bonn_conv,
+      **{'bonn.kernel_weight': 1e-2, 'bonn.nu': 1.0}))
+  for name in ('prior_mean', 'prior_log_var'):
+    np.testing.assert_array_equal(
+        plain.params['group0_block0']['conv1'][name],
+        start['conv1'][name])
+    assert not np.array_equal(
+        with_loss.params['group0_block0']['conv1'][name], start['conv1'][name])
+
+
 def test_kernel_loss_held_off_the_modulation_leaves_it_to_the_task(
     cifar_tarball):
   # A block's conv1 feeds a BatchNorm, which undoes any per-channel scale:

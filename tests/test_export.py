@@ -33,6 +33,8 @@ RESNET = dict(name='resnet', stage_sizes=(1, 1), widths=(16, 40),
 LAYOUTS = {
     'wrn_w1a1_modulation': dict(WRN, binarize='inner', binarize_what='both',
                                 weight_scale='modulation'),
+    'wrn_w1a1_bonn': dict(WRN, binarize='inner', binarize_what='both',
+                          weight_scale='layer_modulation'),
     'wrn_stem_weights': dict(WRN, binarize='first_conv',
                              binarize_what='weights', weight_scale='xnor'),
     'wrn_all_xnor': dict(WRN, binarize='all', binarize_what='both',

@@ -109,3 +109,55 @@ def test_modulation_starts_at_xnor_alpha_and_is_trained():
   new = optax.apply_updates(params, updates)
   assert loss(new) < loss(params)
   assert not np.allclose(new['modulation'], params['modulation'])
+
+
+def test_bonns_conv_scales_by_the_layer_mean_of_the_modulations_magnitude():
+  # BONN, Eq. 3.111: the forward pass replaces every w_i by the layer's
+  # average (of |w_i|, as RBONN's code); the vector itself is learned.
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(2, 6, 6, 3)).astype(np.float32)
+  layer = layers.QuantConv(5, binarize_weights=True, binarize_inputs=True,
+                           weight_scale='layer_modulation')
+  params = dict(_init(layer, jnp.asarray(x))['params'])
+  assert set(params) == {'kernel', 'modulation', 'prior_mean',
+                         'prior_log_var'}
+  w = np.array([0.5, -1.5, 1.0, 2.0, -0.25], np.float32)
+  params['modulation'] = jnp.asarray(w)
+  kernel = np.asarray(params['kernel'])
+  expected = np_conv_same(np.where(x >= 0, 1.0, -1.0),
+                          np.where(kernel >= 0, 1.0, -1.0), 1)
+  expected *= np.mean(np.abs(w))  # 1.05, one scalar for the layer
+  out = layer.apply({'params': params}, jnp.asarray(x))
+  np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+  # d out_sum / d w_i = sum(conv) * sign(w_i) / C_out.
+  grads = jax.grad(lambda p: jnp.sum(layer.apply({'params': p},
+                                                 jnp.asarray(x))))(params)
+  conv_sum = expected.sum() / np.mean(np.abs(w))
+  np.testing.assert_allclose(grads['modulation'], conv_sum * np.sign(w) / 5,
+                             rtol=1e-4)
+  # The prior is read by the kernel loss only: no gradient from the output.
+  assert not np.any(grads['prior_mean']) and not np.any(grads['prior_log_var'])
+
+
+def test_bonns_conv_clips_the_kernels_gradient_where_w_times_k_leaves_one():
+  # BONN, Eq. 3.113: d sign(k) / dk = 1 where |w_i k| <= 1, else 0.
+  x = jnp.ones((1, 1, 1, 2), jnp.float32)
+  layer = layers.QuantConv(2, kernel_size=(1, 1), binarize_weights=True,
+                           weight_scale='layer_modulation')
+  params = dict(_init(layer, x)['params'])
+  # Kernel (1, 1, 2 in, 2 out); channel 0 has w = 2, channel 1 w = 0.5.
+  params['kernel'] = jnp.asarray([[[[0.4, 0.4], [0.6, 3.0]]]], jnp.float32)
+  params['modulation'] = jnp.asarray([2.0, 0.5], jnp.float32)
+  grads = jax.grad(lambda p: jnp.sum(layer.apply({'params': p}, x)))(params)
+  # out_i = mean|w| * sum_n sign(k_ni); d/dk_ni = mean|w| * 1{|w_i k_ni| <= 1}
+  # |w k| = [[0.8, 0.2], [1.2, 1.5]]: only k_10 and k_11 are clipped.
+  np.testing.assert_allclose(grads['kernel'][0, 0],
+                             1.25 * np.array([[1.0, 1.0], [0.0, 0.0]]))
+
+
+def test_bonns_conv_needs_a_sign_quantizer():
+  from bonnkd import errors
+  from bonnkd import models
+  with pytest.raises(errors.ConfigError, match='model.weight_scale'):
+    models.WideResNet(depth=10, width=1, binarize='inner',
+                      weight_scale='layer_modulation', quantizer='identity')

@@ -90,3 +90,16 @@ def test_xnor_scale_is_mean_abs_per_output_channel():
 def test_registry_unknown_name_lists_known_ones():
   with pytest.raises(ValueError, match='approx_sign.*ste_sign'):
     quantizers.get_quantizer('sign_ste')
+
+
+def test_bonn_weight_sign_passes_the_gradient_inside_its_window():
+  k = jnp.asarray([[0.3, -0.3], [0.9, -2.0]], jnp.float32)
+  w = jnp.asarray([2.0, 0.4], jnp.float32)  # per output channel (last axis)
+  np.testing.assert_array_equal(quantizers.bonn_weight_sign(k, w),
+                                [[1, -1], [1, -1]])
+  g_k, g_w = jax.grad(lambda k, w: jnp.sum(
+      quantizers.bonn_weight_sign(k, w) * jnp.arange(1.0, 5.0).reshape(2, 2)),
+      argnums=(0, 1))(k, w)
+  # |w k| = [[0.6, 0.12], [1.8, 0.8]]: only k[1, 0] is outside.
+  np.testing.assert_array_equal(g_k, [[1.0, 2.0], [0.0, 4.0]])
+  np.testing.assert_array_equal(g_w, [0.0, 0.0])

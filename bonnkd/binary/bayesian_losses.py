@@ -29,8 +29,18 @@ Readings chosen here (the sources reach us as extracted text):
   ``config.bonn.kernel_loss_trains_modulation=False`` (not BONN's) holds
   ``w`` constant in it (``stop_gradient``), so that the term shapes the
   latent kernel only and the modulation follows the task loss alone.
-* **The two-mode prior.** Per kernel (one (i, n) pair, its kh x kw
-  entries): ``mu+`` the mean of its positive entries, ``mu-`` the mean
+* **The two-mode prior, learned (BONN's, Eqs. 3.118-3.119).** In a conv
+  of ``weight_scale='layer_modulation'`` (BONN's 1-bit conv) each output
+  channel i has its own prior, a mean magnitude ``mu_i`` (``prior_mean``)
+  and a variance ``sigma_i^2`` (``exp(prior_log_var)``), initialised from
+  the kernel (:func:`bonnkd.binary.layers.prior_init`) and learned by the
+  optimizer from this loss's gradient: ``Psi_i = sigma_i^2 I``, the
+  positive entries pulled toward ``mu_i`` and the negative ones toward
+  ``-mu_i``, ``log det Psi_i = n log sigma_i^2`` over the channel's
+  ``n = kh kw C_in`` entries.
+* **The two-mode prior, from batch statistics (bonnkd's earlier reading,
+  the convs of ``weight_scale='modulation'``).** Per kernel (one (i, n)
+  pair, its kh x kw entries): ``mu+`` the mean of its positive entries, ``mu-`` the mean
   magnitude of its negative ones, ``Psi = psi I`` with ``psi`` the variance
   of ``|k|`` around its mode's mean. They are statistics of the current
   latent kernel, recomputed at every step and held constant for the
@@ -41,9 +51,11 @@ Readings chosen here (the sources reach us as extracted text):
 * **Feature term.** ``f_m`` are the features before the classifier, ``c``
   the class centres and ``sigma^2`` the per-class, per-dimension variances,
   both running averages (:func:`update_class_statistics`), as centre-loss
-  implementations keep them; the loss is averaged over the batch (so
-  ``theta`` does not depend on the batch size) and its gradient reaches only
-  ``f``.
+  implementations keep them; its gradient reaches only ``f``. BONN's
+  centre-loss form sums over the batch's examples (``reduction='sum'``,
+  ``config.bonn.feature_reduction``, the default); bonnkd first averaged
+  (``'mean'``: ``theta`` then does not depend on the batch size, and is
+  ``batch_size`` times weaker than the same ``theta`` summed).
 
 ``bonnkd.train.train_step`` adds ``lambda * network_kernel_loss`` and
 ``theta * feature_loss`` when ``config.bonn.kernel_weight`` /
@@ -53,7 +65,8 @@ Readings chosen here (the sources reach us as extracted text):
 import jax
 import jax.numpy as jnp
 
-__all__ = ['kernel_loss', 'network_kernel_loss', 'feature_loss',
+__all__ = ['kernel_loss', 'network_kernel_loss', 'FEATURE_REDUCTIONS',
+           'feature_loss',
            'update_class_statistics']
 
 _EPS = 1e-8
@@ -73,8 +86,21 @@ def _mode_statistics(kernel: jax.Array):
   return mu_pos, mu_neg, psi
 
 
+def _learned_prior(kernel, prior_mean, prior_log_var):
+  """(prior, log_det) of BONN's learned per-channel prior (Eqs. 3.118-3.119).
+
+  ``sum_{entries} (|k| - mu_i)^2 / sigma_i^2`` and ``n sum_i log sigma_i^2``,
+  both differentiable in ``k``, ``mu`` and ``log sigma^2``.
+  """
+  variance = jnp.exp(prior_log_var)
+  prior = jnp.sum((jnp.abs(kernel) - prior_mean) ** 2 / variance)
+  entries = kernel.size // kernel.shape[-1]
+  return prior, entries * jnp.sum(prior_log_var)
+
+
 def kernel_loss(kernel: jax.Array, scale: jax.Array, nu: float,
-                trains_modulation: bool = True):
+                trains_modulation: bool = True, prior_mean=None,
+                prior_log_var=None):
   """BONN's kernel loss of one 1-bit conv layer, without lambda.
 
   Args:
@@ -83,6 +109,8 @@ def kernel_loss(kernel: jax.Array, scale: jax.Array, nu: float,
     nu: weight of the Gaussian-mixture prior.
     trains_modulation: whether the loss has a gradient on ``scale`` (BONN's);
       False holds it constant.
+    prior_mean, prior_log_var: BONN's learned prior, each (C_out,); None:
+      the prior from the kernel's own statistics (see the module docstring).
 
   Returns:
     (loss, {'reconstruction', 'prior', 'log_det'}): loss =
@@ -92,10 +120,13 @@ def kernel_loss(kernel: jax.Array, scale: jax.Array, nu: float,
   if not trains_modulation:
     scale = jax.lax.stop_gradient(scale)
   reconstruction = jnp.sum((kernel - scale * jnp.sign(kernel)) ** 2)
-  mu_pos, mu_neg, psi = _mode_statistics(kernel)
-  deviation = jnp.where(kernel > 0, kernel - mu_pos, kernel + mu_neg)
-  prior = jnp.sum(deviation ** 2 / psi)
-  log_det = kernel.shape[0] * kernel.shape[1] * jnp.sum(jnp.log(psi))
+  if prior_mean is not None:
+    prior, log_det = _learned_prior(kernel, prior_mean, prior_log_var)
+  else:
+    mu_pos, mu_neg, psi = _mode_statistics(kernel)
+    deviation = jnp.where(kernel > 0, kernel - mu_pos, kernel + mu_neg)
+    prior = jnp.sum(deviation ** 2 / psi)
+    log_det = kernel.shape[0] * kernel.shape[1] * jnp.sum(jnp.log(psi))
   loss = 0.5 * (reconstruction + nu * (prior + log_det))
   return loss, {'reconstruction': reconstruction, 'prior': prior,
                 'log_det': log_det}
@@ -105,16 +136,18 @@ def network_kernel_loss(params, nu: float,
                         trains_modulation: bool = True) -> jax.Array:
   """The kernel loss summed over every layer with a modulation vector.
 
-  Those are the 1-bit convs of ``weight_scale='modulation'`` (BONN's
-  setting): each holds ``kernel`` and ``modulation`` side by side.
+  Those are the 1-bit convs of ``weight_scale`` 'modulation' or
+  'layer_modulation': each holds ``kernel`` and ``modulation`` side by side,
+  and the latter its learned prior too.
   ``trains_modulation=False`` gives the loss no gradient on the modulations.
   """
   total = jnp.zeros((), jnp.float32)
   def visit(tree):
     nonlocal total
     if 'modulation' in tree and 'kernel' in tree:
-      total = total + kernel_loss(tree['kernel'], tree['modulation'], nu,
-                                  trains_modulation)[0]
+      total = total + kernel_loss(
+          tree['kernel'], tree['modulation'], nu, trains_modulation,
+          tree.get('prior_mean'), tree.get('prior_log_var'))[0]
     for value in tree.values():
       if isinstance(value, dict):
         visit(value)
@@ -122,25 +155,33 @@ def network_kernel_loss(params, nu: float,
   return total
 
 
+FEATURE_REDUCTIONS = ('sum', 'mean')
+
+
 def feature_loss(features: jax.Array, labels: jax.Array, centres: jax.Array,
-                 variances: jax.Array) -> jax.Array:
-  """BONN's feature loss, without theta, averaged over the batch.
+                 variances: jax.Array, reduction: str = 'sum') -> jax.Array:
+  """BONN's feature loss, without theta (Eq. 3.108's second sum).
 
   Args:
     features: (N, D), the features before the classifier.
     labels: (N,) class ids.
     centres: (K, D) running class centres c (constant).
     variances: (K, D) running per-class variances sigma^2 (constant, > 0).
+    reduction: 'sum' over the batch's examples m (BONN's) or 'mean'.
 
   Returns:
-    mean over m of 1/2 (||f_m - c||^2 + sum_n [(f - c)^2 / sigma^2
-    + log sigma^2]).
+    the sum (or mean) over m of 1/2 (||f_m - c||^2 + sum_n [(f - c)^2 /
+    sigma^2 + log sigma^2]).
   """
   c = jax.lax.stop_gradient(centres)[labels]
   var = jax.lax.stop_gradient(variances)[labels]
   d2 = (features - c) ** 2
   per_example = jnp.sum(d2, -1) + jnp.sum(d2 / var + jnp.log(var), -1)
-  return 0.5 * jnp.mean(per_example)
+  if reduction not in FEATURE_REDUCTIONS:
+    raise ValueError(f'reduction must be one of {FEATURE_REDUCTIONS}, '
+                     f'got {reduction!r}.')
+  reduce = jnp.sum if reduction == 'sum' else jnp.mean
+  return 0.5 * reduce(per_example)
 
 
 def update_class_statistics(centres, variances, features, labels,

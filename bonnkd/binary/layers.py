@@ -15,7 +15,20 @@ where ``q`` is a sign quantizer with a surrogate gradient
 * ``'modulation'``: s is a learned parameter ``modulation`` of shape
                     (C_out,), initialised to XNOR's mean |W| and then trained
                     by back-propagation, the modulation vector of MCN
-                    (CVPR 2018) and BONN (Gu et al., ICCV 2019).
+                    (CVPR 2018), one signed gain per output channel;
+* ``'layer_modulation'``: BONN's 1-bit conv as its authors define it
+                    (Gu et al., ICCV 2019; the book's Eqs. 3.111 and 3.113,
+                    Algorithm 5): the learned vector ``w`` is shared by the
+                    layer, and in the forward pass "all elements of w are
+                    replaced by their average", s = mean_i |w_i| (one
+                    scalar; the absolute value as in the same group's RBONN
+                    code); the latent kernel's sign passes its gradient
+                    where |w_i k| <= 1 (:func:`quantizers.bonn_weight_sign`).
+                    The layer also holds BONN's learned prior of Eqs.
+                    3.118-3.119, one mean magnitude ``prior_mean`` and one
+                    log-variance ``prior_log_var`` per output channel,
+                    initialised from the kernel: only the kernel loss reads
+                    them (:mod:`bonnkd.binary.bayesian_losses`).
 
 Why flax.linen: bonnkd follows flax ``examples/`` and big_vision, whose
 ``{'params', 'batch_stats'}`` trees orbax saves and restores as plain pytrees.
@@ -32,10 +45,13 @@ import jax.numpy as jnp
 from bonnkd.binary import quantizers
 from bonnkd.cpu import onednn
 
-__all__ = ['conv2d', 'QuantConv', 'WEIGHT_SCALES', 'CONV_IMPLS',
+__all__ = ['conv2d', 'QuantConv', 'WEIGHT_SCALES', 'MODULATED_SCALES',
+           'output_scale', 'prior_init', 'CONV_IMPLS',
            'CPU_LOWERINGS', 'lowering', 'conv_shape_key', 'use_cpu_conv_plan']
 
-WEIGHT_SCALES = ('none', 'xnor', 'modulation')
+WEIGHT_SCALES = ('none', 'xnor', 'modulation', 'layer_modulation')
+# The scales with a learned modulation vector (BONN's kernel loss reads it).
+MODULATED_SCALES = ('modulation', 'layer_modulation')
 CONV_IMPLS = ('auto', 'native', 'im2col', 'onednn')
 # What 'auto' chooses among on CPU (bonnkd.cpu.conv_autotune), per shape.
 CPU_LOWERINGS = ('native', 'im2col', 'onednn')
@@ -147,6 +163,36 @@ def conv2d(x, kernel, strides=(1, 1), padding='SAME', impl: str = 'auto',
   )
 
 
+def output_scale(weight_scale: str, kernel, modulation=None):
+  """The factor s of ``conv(q(x), q(W)) * s``: (C_out,), or None for 1.
+
+  One home for what every weight scale multiplies by, read by
+  :class:`QuantConv` in training and by :mod:`bonnkd.export`.
+  """
+  if weight_scale == 'none':
+    return None
+  if weight_scale == 'xnor':
+    return quantizers.xnor_weight_scale(kernel).reshape(-1)
+  if weight_scale == 'modulation':
+    return modulation
+  if weight_scale == 'layer_modulation':  # BONN, Eq. 3.111.
+    return jnp.broadcast_to(jnp.mean(jnp.abs(modulation)), modulation.shape)
+  raise ValueError(
+      f'weight_scale must be one of {WEIGHT_SCALES}, got {weight_scale!r}.')
+
+
+def prior_init(kernel):
+  """BONN's prior of one layer at the start (Eqs. 3.118-3.119).
+
+  Returns:
+    (prior_mean, prior_log_var), each (C_out,): the mean of |k| over an
+    output channel's entries, and the log of their variance around it.
+  """
+  magnitude = jnp.abs(kernel).reshape(-1, kernel.shape[-1])
+  mean = jnp.mean(magnitude, 0)
+  return mean, jnp.log(jnp.var(magnitude, 0) + 1e-8)
+
+
 class QuantConv(nn.Module):
   """A convolution whose weights and/or inputs can be binarized.
 
@@ -199,16 +245,21 @@ class QuantConv(nn.Module):
     )
     scale = None
     if self.binarize_weights:
-      if self.weight_scale == 'xnor':
-        scale = quantizers.xnor_weight_scale(kernel).reshape(-1)
-      elif self.weight_scale == 'modulation':
+      modulation = None
+      if self.weight_scale in MODULATED_SCALES:
         # Starts as XNOR's alpha of the initial kernel, then is learned.
-        scale = self.param(
+        modulation = self.param(
             'modulation',
             lambda _, k: quantizers.xnor_weight_scale(k).reshape(-1),
             kernel,
         )
-      kernel = quantize(kernel)
+      scale = output_scale(self.weight_scale, kernel, modulation)
+      if self.weight_scale == 'layer_modulation':
+        self.param('prior_mean', lambda _, k: prior_init(k)[0], kernel)
+        self.param('prior_log_var', lambda _, k: prior_init(k)[1], kernel)
+        kernel = quantizers.bonn_weight_sign(kernel, modulation)
+      else:
+        kernel = quantize(kernel)
     x = x.astype(self.dtype)
     if self.binarize_inputs:
       x = quantize(x)

@@ -32,6 +32,7 @@ __all__ = [
     'ste_sign',
     'approx_sign',
     'identity',
+    'bonn_weight_sign',
     'xnor_weight_scale',
     'QUANTIZERS',
     'SIGN_QUANTIZERS',
@@ -111,6 +112,38 @@ def _approx_sign_bwd(x, g):
 
 
 approx_sign.defvjp(_approx_sign_fwd, _approx_sign_bwd)
+
+
+@jax.custom_vjp
+def bonn_weight_sign(kernel: jax.Array, modulation: jax.Array) -> jax.Array:
+  r"""Sign of a latent kernel with BONN's clipped gradient (Gu et al., Eq. 3.113).
+
+  Forward: :math:`\hat k = \mathrm{sign}(k)` with sign(0) = +1.
+
+  Backward: :math:`\partial L/\partial k = g \cdot 1_{|w_i k| \le 1}`, the
+  straight-through estimator clipped where the modulated weight
+  :math:`w_i k` of output channel ``i`` leaves [-1, 1]; ``modulation``
+  (``w``, shape (C_out,)) only sets the window and gets no gradient here.
+
+  With kaiming-initialised kernels (|k| ~ 0.1) and w near mean |k| the
+  window is open almost everywhere: the clip matters only for weights that
+  have grown large.
+  """
+  del modulation
+  return sign(kernel)
+
+
+def _bonn_weight_sign_fwd(kernel, modulation):
+  return sign(kernel), (kernel, modulation)
+
+
+def _bonn_weight_sign_bwd(residuals, g):
+  kernel, modulation = residuals
+  inside = jnp.abs(modulation * kernel) <= 1
+  return g * inside.astype(g.dtype), jnp.zeros_like(modulation)
+
+
+bonn_weight_sign.defvjp(_bonn_weight_sign_fwd, _bonn_weight_sign_bwd)
 
 
 def identity(x: jax.Array) -> jax.Array:

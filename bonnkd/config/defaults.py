@@ -40,7 +40,8 @@ def base_config() -> ml_collections.ConfigDict:
   # What of those convs is 1-bit: 'weights', 'activations' or 'both'.
   config.model.binarize_what = 'weights'
   config.model.quantizer = 'ste_sign'
-  # 'none', 'xnor' (mean |W|) or 'modulation' (learned, BONN/MCN).
+  # 'none', 'xnor' (mean |W|), 'modulation' (learned per channel, MCN) or
+  # 'layer_modulation' (BONN's 1-bit conv: bonnkd.binary.layers).
   config.model.weight_scale = 'modulation'
   config.model.dropout_rate = 0.0
   # 'auto' picks the fast lowering per backend (bonnkd.binary.layers.conv2d).
@@ -72,10 +73,15 @@ def base_config() -> ml_collections.ConfigDict:
   config.num_epochs = 30.0
 
   config.optim = ml_collections.ConfigDict()
+  # 'sgd' (Nesterov momentum, coupled L2 decay) or 'adam' (decoupled decay,
+  # AdamW); bonnkd.training.train_state.create_optimizer.
+  config.optim.name = 'sgd'
   config.optim.lr = 0.1
   config.optim.momentum = 0.9
   config.optim.nesterov = True
   config.optim.weight_decay = 5e-4
+  # Weight decay on the latent kernels of 1-bit convs; -1: weight_decay.
+  config.optim.latent_weight_decay = -1.0
   config.optim.warmup_epochs = 1.0
   # Applied to the cross-entropy with the labels; with KD, to its CE term.
   config.optim.label_smoothing = 0.0
@@ -107,6 +113,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Whether the kernel loss's reconstruction term trains the modulation
   # vectors too (BONN's); False: the latent kernels only.
   config.bonn.kernel_loss_trains_modulation = True
+  # The feature loss over a batch: 'sum' over its examples (BONN's
+  # centre-loss form) or 'mean' (bonnkd's first reading; theta then is
+  # batch_size times weaker).
+  config.bonn.feature_reduction = 'sum'
   # Momentum of the running class centres and variances (feature loss).
   config.bonn.feature_momentum = 0.9
 

@@ -9,7 +9,10 @@ are called by ``bonnkd.train.validate_config`` before anything compiles.
 from bonnkd import errors
 from bonnkd.config import defaults
 
-__all__ = ['check', 'validate']
+__all__ = ['OPTIMIZERS', 'check', 'validate']
+
+# bonnkd.training.train_state.create_optimizer builds each.
+OPTIMIZERS = ('sgd', 'adam')
 
 
 def check(ok: bool, key: str, value, expected: str) -> None:
@@ -38,10 +41,14 @@ def validate(config, num_devices: int = 1) -> None:
         f'a positive multiple of the device count ({num_devices})')
   check(config.num_epochs > 0, 'num_epochs', config.num_epochs, 'a number > 0')
   o = config.optim
+  check(o.name in OPTIMIZERS, 'optim.name', o.name, f'one of {OPTIMIZERS}')
   check(o.lr > 0, 'optim.lr', o.lr, 'a learning rate > 0')
   check(0 <= o.momentum < 1, 'optim.momentum', o.momentum, 'a float in [0, 1)')
   check(o.weight_decay >= 0, 'optim.weight_decay', o.weight_decay,
         'a float >= 0')
+  check(o.latent_weight_decay >= 0 or o.latent_weight_decay == -1,
+        'optim.latent_weight_decay', o.latent_weight_decay,
+        'a float >= 0, or -1 for optim.weight_decay')
   check(0 <= o.warmup_epochs <= config.num_epochs, 'optim.warmup_epochs',
         o.warmup_epochs, f'a number in [0, num_epochs={config.num_epochs}]')
   check(0 <= o.label_smoothing < 1, 'optim.label_smoothing',

@@ -76,6 +76,9 @@ ADDED_LATER = {
     'bonn.nu': 1e-4,
     'bonn.feature_momentum': 0.9,
     'bonn.kernel_loss_trains_modulation': True,
+    'bonn.feature_reduction': 'mean',
+    'optim.name': 'sgd',
+    'optim.latent_weight_decay': -1.0,
     # A ResNet had no binarization fields: it was full precision.
     'model.binarize': 'none',
     'model.binarize_what': 'both',

@@ -45,7 +45,7 @@ class LayerCost:
   binary_params: int
   binary_macs: int
   fp_macs: int
-  # Kernel entries of a conv (its params less the modulation vector).
+  # Kernel entries of a conv (its params less its per-channel vectors).
   conv_weights: int = 0
 
   @property
@@ -57,8 +57,10 @@ def _conv_cost(module: layers.QuantConv, name, x, y) -> LayerCost:
   kh, kw = module.kernel_size
   cin, cout = x.shape[-1], module.features
   weights = kh * kw * cin * cout
-  scales = cout if (module.binarize_weights
-                    and module.weight_scale == 'modulation') else 0
+  # A modulation vector, and for BONN's conv its prior's two vectors.
+  vectors = {'modulation': 1, 'layer_modulation': 3}.get(
+      module.weight_scale, 0) if module.binarize_weights else 0
+  scales = vectors * cout
   macs = math.prod(y.shape[1:-1]) * kh * kw * cin * cout
   both_binary = module.binarize_weights and module.binarize_inputs
   return LayerCost(

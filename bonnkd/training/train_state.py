@@ -19,6 +19,7 @@ from bonnkd.config import defaults
 from bonnkd.run import run_dir as run_dir_lib
 
 __all__ = ['TrainState', 'learning_rate_fn', 'create_optimizer',
+           'latent_weight_decay',
            'create_train_state', 'abstract_train_state', 'variables_of',
            'restore', 'restore_variables', 'IMAGE_SHAPE']
 
@@ -42,21 +43,72 @@ def learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
       decay_steps=max(total, warmup + 1), end_value=0.0)
 
 
-def _decay_mask(params):
-  """Weight decay on conv and dense kernels only (not BN, biases, scales)."""
-  return jax.tree.map_with_path(
-      lambda path, _: path[-1].key == 'kernel', params)
+def _kernel_masks(params, latent_paths):
+  """(real kernels, latent 1-bit kernels): two boolean trees over ``params``.
+
+  Weight decay applies to conv and dense kernels only (not BatchNorm,
+  biases, modulation vectors); ``latent_paths`` says which kernels are the
+  latent weights of 1-bit convs (:func:`bonnkd.models.latent_kernel_paths`).
+  """
+  def path_of(path):
+    return '/'.join(entry.key for entry in path)
+
+  def is_kernel(path):
+    return path[-1].key == 'kernel'
+
+  real = jax.tree.map_with_path(
+      lambda p, _: is_kernel(p) and path_of(p) not in latent_paths, params)
+  latent = jax.tree.map_with_path(
+      lambda p, _: is_kernel(p) and path_of(p) in latent_paths, params)
+  return real, latent
+
+
+def latent_weight_decay(config) -> float:
+  """``optim.latent_weight_decay``, where -1 means ``optim.weight_decay``."""
+  decay = config.optim.latent_weight_decay
+  return config.optim.weight_decay if decay < 0 else decay
+
+
+def _weight_decays(config, latent_paths):
+  """The decay transforms: one for every kernel, or real and latent apart."""
+  wd, latent_wd = config.optim.weight_decay, latent_weight_decay(config)
+  if latent_wd == wd:  # One decay on every kernel (the original structure).
+    return [optax.add_decayed_weights(
+        wd, mask=lambda p: jax.tree.map_with_path(
+            lambda path, _: path[-1].key == 'kernel', p))]
+  return [
+      optax.add_decayed_weights(
+          wd, mask=lambda p: _kernel_masks(p, latent_paths)[0]),
+      optax.add_decayed_weights(
+          latent_wd, mask=lambda p: _kernel_masks(p, latent_paths)[1]),
+  ]
 
 
 def create_optimizer(config, schedule: optax.Schedule):
-  """SGD with (Nesterov) momentum and L2 weight decay on the kernels.
+  """The optimizer of ``config.optim.name``, with weight decay on kernels.
 
-  The decay ``wd * w`` is added to the gradient before momentum (classic
-  coupled L2, as in the WRN and ResNet CIFAR recipes), not decoupled as in
-  AdamW; BatchNorm scales, biases and modulation vectors are not decayed.
+  * 'sgd': SGD with (Nesterov) momentum; the decay ``wd * w`` is added to the
+    gradient before momentum (classic coupled L2, as in the WRN and ResNet
+    CIFAR recipes).
+  * 'adam': Adam (Kingma & Ba, arXiv:1412.6980; betas 0.9, 0.999) with
+    decoupled weight decay, ``w -= lr * (adam_update + wd * w)`` (AdamW,
+    Loshchilov & Hutter, arXiv:1711.05101): the optimizer of XNOR-Net,
+    Bi-Real Net's successors, ReActNet and AdamBNN for 1-bit networks.
+    The same ``wd`` is a much weaker decay than under SGD.
+
+  The latent kernels of 1-bit convs decay by ``optim.latent_weight_decay``
+  (-1: as the real kernels); 1-bit recipes use little or none (ReActNet,
+  RBONN: 0), as their magnitude only moves the sign's gradient window.
+  BatchNorm scales, biases and modulation vectors are never decayed.
   """
+  latent_paths = models.latent_kernel_paths(
+      models.create_model(config.model))
+  decays = _weight_decays(config, latent_paths)
+  if config.optim.name == 'adam':
+    return optax.chain(optax.scale_by_adam(), *decays,
+                       optax.scale_by_learning_rate(schedule))
   return optax.chain(
-      optax.add_decayed_weights(config.optim.weight_decay, mask=_decay_mask),
+      *decays,
       optax.sgd(schedule, momentum=config.optim.momentum,
                 nesterov=config.optim.nesterov),
   )
