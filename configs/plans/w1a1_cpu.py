@@ -1,0 +1,54 @@
+"""A W1A1 recipe for an hour of 2 CPU cores, chosen on val (issue 27).
+
+BONN's W1A1 WRN layout (``recipes.bonn_recipe``: every inner 3x3 conv 1-bit
+in weights and activations, approx_sign, learned modulation; stem, 1x1
+shortcuts and classifier real-valued), trained without BONN's losses while
+the recipe is chosen: every run here is ``eval_test=False`` (val only; the
+test split is read once, by the final runs of ``configs/plans/bonn.py``).
+
+Stages (``configs/plans/w1a1_cpu.py:<stage>``):
+
+* ``optimizer`` -- the optimizer on a short proxy, W1A1 WRN-10-2 for
+  ``OPTIMIZER_EPOCHS`` epochs: SGD as the full-precision recipe has it
+  (lr 0.1, weight decay 5e-4 on every kernel), SGD without decay on the
+  latent 1-bit kernels, and Adam (decoupled decay 5e-4 on real kernels,
+  none on latent ones) at two learning rates. 1-bit practice (XNOR-Net,
+  ReActNet, AdamBNN, RBONN) trains latent weights with Adam and little or
+  no decay.
+
+Command (the data path is this machine's)::
+
+  python -m bonnkd.sweep configs/plans/w1a1_cpu.py:optimizer --out runs/w1a1 \\
+      --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
+
+Expected minutes from ``benchmarks.train_step_bench`` (``--impl auto``) on a
+2-core AMD EPYC of family 25, model 1 (2026-12-04): W1A1 WRN-10-2 150
+img/s, 2 epochs ~11 minutes with the evaluations.
+"""
+
+from bonnkd.sweep import Run
+
+CONFIG = 'configs/phase1_bonn_wrn.py:bonn_cpu'
+PLAIN = ('bonn.kernel_weight=0.0', 'bonn.feature_weight=0.0')
+PROXY = ('model.depth=10', 'model.width=2')
+OPTIMIZER_EPOCHS = 2
+OPTIMIZER_MIN = 11.0
+OPTIMIZERS = {
+    'sgd': ('optim.name=sgd', 'optim.lr=0.1'),
+    'sgd_latent0': ('optim.name=sgd', 'optim.lr=0.1',
+                    'optim.latent_weight_decay=0.0'),
+    'adam2e-3': ('optim.name=adam', 'optim.lr=0.002',
+                 'optim.latent_weight_decay=0.0'),
+    'adam5e-3': ('optim.name=adam', 'optim.lr=0.005',
+                 'optim.latent_weight_decay=0.0'),
+}
+
+
+def get_plan(stage: str = 'optimizer'):
+  if stage == 'optimizer':
+    return [Run(f'opt_{name}', CONFIG,
+                PLAIN + PROXY + optim
+                + (f'num_epochs={OPTIMIZER_EPOCHS}', 'eval_test=False'),
+                expected_min=OPTIMIZER_MIN)
+            for name, optim in OPTIMIZERS.items()]
+  raise ValueError(f"Unknown stage {stage!r}: 'optimizer'.")
