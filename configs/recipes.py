@@ -2,7 +2,7 @@
 
 # BONN's loss weights for its complete recipe (lambda, theta, nu of Eq.
 # 3.108), chosen on the val split by ``configs/plans/bonn.py:cpu_select``
-# (results/bonn/README.md; the test split was not read): the best of each
+# (results/bonn/v1/README.md; the test split was not read): the best of each
 # weight's grid {1e-4, 1e-3, 1e-2}, each tried alone. At that short budget
 # neither beat plain training on val (lambda hurt at every weight, theta
 # 1e-4 tied), so these are the smallest, least harmful weights tried. They

@@ -220,7 +220,7 @@ def test_bonn_selection_reads_val_only_and_varies_one_thing(tmp_path):
       **{f'select_kernel{w:g}': (w, 0.0, True) for w in decades},
       **{f'select_feature{w:g}': (0.0, w, True) for w in decades},
       **{f'select_kernel_latent{w:g}': (w, 0.0, False) for w in decades}}
-  # The first seven came first (results/bonn/select/): their order stays.
+  # The first seven came first (results/bonn/v1/select/): their order stays.
   assert [r.name for r in runs][:7] == [
       'select_plain', 'select_kernel0.0001', 'select_kernel0.001',
       'select_kernel0.01', 'select_feature0.0001', 'select_feature0.001',

@@ -60,7 +60,7 @@ def test_pick_takes_the_fastest_only_beyond_the_margin(rates, expected):
 def test_estimated_steps_from_the_config():
   config = files.load('configs/phase1_bonn_wrn.py:bonn_cpu')
   # 50,000 - 5,000 val = 45,000 train images, 351 full batches of 128 an
-  # epoch (the last one dropped), 8 epochs: the 2,808 steps of results/bonn.
+  # epoch (the last one dropped), 8 epochs: the 2,808 steps of results/bonn/v1.
   assert xla_cpu_flags.estimated_steps(config) == 8 * 351 == 2808
   limited = overrides.override(config, [('data.train_limit', 1280)])
   assert xla_cpu_flags.estimated_steps(limited) == 8 * 10

@@ -24,7 +24,7 @@ Readings chosen here (the sources reach us as extracted text):
   Nothing keeps ``w`` positive: where training turns a channel's
   modulation negative, the target ``w sign(k)`` has the opposite sign of
   ``k`` and the term pulls that channel's latent weights toward zero
-  (``results/bonn/README.md`` measures both effects on a trained WRN).
+  (``results/bonn/v1/README.md`` measures both effects on a trained WRN).
   As in BONN, the term's gradient reaches both ``k`` and ``w``;
   ``config.bonn.kernel_loss_trains_modulation=False`` (not BONN's) holds
   ``w`` constant in it (``stop_gradient``), so that the term shapes the

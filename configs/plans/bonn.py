@@ -21,7 +21,7 @@ Stages (``configs/plans/bonn.py:<stage>``):
   WRN-16-3 would take 7 hours). Both losses act per weight and per feature
   (sums over weights, a mean over examples), so their weights do not scale
   with the width. The weights in ``configs/recipes.py`` came from this
-  stage (results/bonn/README.md).
+  stage (results/bonn/v1/README.md).
 
 Commands (the data path is this machine's)::
 
@@ -55,7 +55,7 @@ ACCELERATOR = 'configs/phase1_bonn_wrn.py'
 ACCELERATOR_EPOCHS = 100
 CPU = 'configs/phase1_bonn_wrn.py:bonn_cpu'
 # From the train step measured on a 2-core AMD EPYC (family 26) with
-# benchmarks.train_step_bench (results/bonn/README.md): WRN-16-3 W1A1 111
+# benchmarks.train_step_bench (results/bonn/v1/README.md): WRN-16-3 W1A1 111
 # img/s, 8 epochs ~56 min with evaluations; the proxy WRN-10-2 W1A1 457
 # img/s, 3 epochs ~5.5 min. A family-25 EPYC (also 'AMD EPYC' to lscpu)
 # trains the WRN-16-3 at ~61 img/s: 104 min; a family-23 one at ~33 img/s,
@@ -72,7 +72,7 @@ def _selection_grid():
   """(name, overrides): plain, then each weight alone over DECADES.
 
   Last, lambda again with the kernel loss off the modulation vectors
-  (``kernel_latent``), the lead results/bonn/README.md gives for the kernel
+  (``kernel_latent``), the lead results/bonn/v1/README.md gives for the kernel
   loss's cost; it came after the first seven.
   """
   def weights(k, f, *more):
