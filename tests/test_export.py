@@ -180,3 +180,21 @@ def test_export_of_a_missing_run_is_one_error(tmp_path, capsys):
   assert e.value.code == 1
   assert 'error:' in capsys.readouterr().err
   assert not (tmp_path / 'x.npz').exists()
+
+
+@pytest.mark.parametrize('layout', ['wrn_w1a1_bonn', 'resnet_w1a1'])
+def test_pytorch_float_eval_of_the_file_equals_the_packed_forward(layout):
+  # benchmarks/deploy_torch.py reads the same file with PyTorch, in float:
+  # an independent implementation of every op (padding included).
+  pytest.importorskip('torch', reason='PyTorch is the [bench] extra')
+  from benchmarks import deploy_torch  # pylint: disable=g-import-not-at-top
+  config = config_of(LAYOUTS[layout])
+  program = export.program_of(config, jax.device_get(
+      trained_looking_variables(config)))
+  images = np.random.default_rng(2).integers(0, 256, (8, 32, 32, 3),
+                                             dtype=np.uint8)
+  packed = np.asarray(deploy.make_forward(program)(images))
+  theirs = deploy_torch.torch_forward(program)(images)
+  np.testing.assert_allclose(theirs, packed, rtol=1e-4,
+                             atol=1e-4 * np.abs(packed).max())
+  np.testing.assert_array_equal(theirs.argmax(-1), packed.argmax(-1))
