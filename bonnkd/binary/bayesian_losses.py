@@ -53,9 +53,10 @@ Readings chosen here (the sources reach us as extracted text):
   both running averages (:func:`update_class_statistics`), as centre-loss
   implementations keep them; its gradient reaches only ``f``. BONN's
   centre-loss form sums over the batch's examples (``reduction='sum'``,
-  ``config.bonn.feature_reduction``, the default); bonnkd first averaged
-  (``'mean'``: ``theta`` then does not depend on the batch size, and is
-  ``batch_size`` times weaker than the same ``theta`` summed).
+  ``config.bonn.feature_reduction='sum'``); bonnkd first averaged
+  (``'mean'``, the config's default, which every earlier run has:
+  ``theta`` then does not depend on the batch size, and is ``batch_size``
+  times weaker than the same ``theta`` summed).
 
 ``bonnkd.train.train_step`` adds ``lambda * network_kernel_loss`` and
 ``theta * feature_loss`` when ``config.bonn.kernel_weight`` /

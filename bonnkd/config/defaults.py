@@ -114,9 +114,9 @@ def base_config() -> ml_collections.ConfigDict:
   # vectors too (BONN's); False: the latent kernels only.
   config.bonn.kernel_loss_trains_modulation = True
   # The feature loss over a batch: 'sum' over its examples (BONN's
-  # centre-loss form) or 'mean' (bonnkd's first reading; theta then is
-  # batch_size times weaker).
-  config.bonn.feature_reduction = 'sum'
+  # centre-loss form) or 'mean' (bonnkd's first reading, which every run
+  # before the key had; theta then is batch_size times weaker).
+  config.bonn.feature_reduction = 'mean'
   # Momentum of the running class centres and variances (feature loss).
   config.bonn.feature_momentum = 0.9
 
