@@ -23,6 +23,9 @@ Presets (``configs/phase1_bonn_wrn.py:<preset>``):
   epochs: the CPU stage of ``configs/plans/bonn.py``. Measured, seeds 0
   and 1: 51.97% and 51.87% test (lambda = theta = 1e-4; 57.85-58.27%
   without the losses), 115 and 81 minutes on family-25 EPYCs.
+* w1a1_cpu -- the W1A1 recipe for an hour of 2 CPU cores
+  (``recipes.w1a1_cpu_recipe``): BONN's layout at WRN-10-2, Adam chosen on
+  val (``configs/plans/w1a1_cpu.py``), BONN's losses off.
 * smoke -- a tiny WRN on a few hundred images, for tests (< 1 minute).
 
 Command (offline copy of CIFAR-10)::
@@ -46,7 +49,7 @@ from bonnkd.config import files
 from bonnkd.config import smoke
 from configs import recipes
 
-PRESETS = (*defaults.PRESETS, 'seed', 'bonn_cpu')
+PRESETS = (*defaults.PRESETS, 'seed', 'bonn_cpu', 'w1a1_cpu')
 
 
 def get_config(preset: str = ''):
@@ -105,6 +108,12 @@ def get_config(preset: str = ''):
     config.num_epochs = 8.0
     config.optim.lr = 0.1
     config.log_every_steps = 50
+  elif preset == 'w1a1_cpu':
+    # BONN's W1A1 layout with the 1-bit recipe chosen on val for an hour
+    # of 2 CPU cores (issue 27, configs/plans/w1a1_cpu.py): Adam, no decay
+    # on the latent 1-bit kernels; BONN's losses off until their weights
+    # are chosen again at this recipe.
+    recipes.w1a1_cpu_recipe(config)
   elif preset == 'smoke':
     config.model.depth = 10
     config.model.width = 1

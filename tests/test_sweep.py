@@ -161,7 +161,9 @@ def test_plan_mistakes_are_named_before_anything_runs(tmp_path,
 PLANS = [(path, '') for path in sorted(
     glob.glob(os.path.join(ROOT, 'configs', 'plans', '*.py')))] + [
         (os.path.join(ROOT, 'configs', 'plans', 'bonn.py'), stage)
-        for stage in ('select', 'cpu', 'cpu_select')]
+        for stage in ('select', 'cpu', 'cpu_select')] + [
+            (os.path.join(ROOT, 'configs', 'plans', 'w1a1_cpu.py'), stage)
+            for stage in ('conv', 'plain')]
 
 
 @pytest.mark.parametrize('path,stage', PLANS,

@@ -15,15 +15,27 @@ Stages (``configs/plans/w1a1_cpu.py:<stage>``):
   none on latent ones) at two learning rates. 1-bit practice (XNOR-Net,
   ReActNet, AdamBNN, RBONN) trains latent weights with Adam and little or
   no decay.
+* ``conv`` -- at the chosen optimizer, the same proxy with BONN's 1-bit conv
+  as its authors define it (``model.weight_scale='layer_modulation'``: the
+  layer mean of |w| in the forward pass, the clipped STE, the learned
+  prior) next to the optimizer stage's run with bonnkd's per-channel
+  modulation.
+* ``plain`` -- the chosen recipe (``phase1_bonn_wrn.py:w1a1_cpu``,
+  ``recipes.w1a1_cpu_recipe``) without BONN's losses, seeds 0 and 1, test
+  read once at the end: the ``plain`` rows of issue 27's ablation
+  (``results/bonn/plain_s<seed>/``).
 
 Command (the data path is this machine's)::
 
   python -m bonnkd.sweep configs/plans/w1a1_cpu.py:optimizer --out runs/w1a1 \\
       --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
+  python -m bonnkd.sweep configs/plans/w1a1_cpu.py:plain --out runs/bonn \\
+      --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
 
 Expected minutes from ``benchmarks.train_step_bench`` (``--impl auto``) on a
 2-core AMD EPYC of family 25, model 1 (2026-12-04): W1A1 WRN-10-2 150
-img/s, 2 epochs ~11 minutes with the evaluations.
+img/s, 2 epochs ~11 minutes with the evaluations (measured: 9.2-9.7
+quiet); the recipe's 12 epochs ~55.
 """
 
 from bonnkd.sweep import Run
@@ -44,11 +56,26 @@ OPTIMIZERS = {
 }
 
 
+CHOSEN_OPTIMIZER = 'adam5e-3'
+RECIPE = 'configs/phase1_bonn_wrn.py:w1a1_cpu'
+RECIPE_MIN = 55.0
+SEEDS = (0, 1)
+
+
 def get_plan(stage: str = 'optimizer'):
+  if stage == 'conv':
+    return [Run('conv_layer_modulation', CONFIG,
+                PLAIN + PROXY + OPTIMIZERS[CHOSEN_OPTIMIZER]
+                + ('model.weight_scale=layer_modulation',
+                   f'num_epochs={OPTIMIZER_EPOCHS}', 'eval_test=False'),
+                expected_min=OPTIMIZER_MIN)]
+  if stage == 'plain':
+    return [Run(f'plain_s{seed}', RECIPE, seed=seed, expected_min=RECIPE_MIN)
+            for seed in SEEDS]
   if stage == 'optimizer':
     return [Run(f'opt_{name}', CONFIG,
                 PLAIN + PROXY + optim
                 + (f'num_epochs={OPTIMIZER_EPOCHS}', 'eval_test=False'),
                 expected_min=OPTIMIZER_MIN)
             for name, optim in OPTIMIZERS.items()]
-  raise ValueError(f"Unknown stage {stage!r}: 'optimizer'.")
+  raise ValueError(f"Unknown stage {stage!r}: 'optimizer', 'conv' or 'plain'.")
