@@ -20,6 +20,15 @@ Stages (``configs/plans/w1a1_cpu.py:<stage>``):
   layer mean of |w| in the forward pass, the clipped STE, the learned
   prior) next to the optimizer stage's run with bonnkd's per-channel
   modulation.
+* ``losses`` -- BONN's loss weights at the recipe, on the same proxy (the
+  recipe's model and optimizer for 2 epochs): lambda alone and theta alone
+  (the feature loss summed over the batch, BONN's units, so theta's grid
+  reaches the paper's best, 1e-2), next to the ``conv`` stage's run.
+* ``teacher`` -- the real-valued teacher for distillation at the CPU
+  budget: the phase-1 ``cpu`` preset (WRN-10-2 with a 1-bit stem, 85.53%
+  test on a family-26 EPYC), val only.
+* ``kd`` -- alpha and T of the KD loss for the W1A1 student, on the proxy,
+  the teacher above (it runs first).
 * ``plain`` -- the chosen recipe (``phase1_bonn_wrn.py:w1a1_cpu``,
   ``recipes.w1a1_cpu_recipe``) without BONN's losses, seeds 0 and 1, test
   read once at the end: the ``plain`` rows of issue 27's ablation
@@ -28,6 +37,10 @@ Stages (``configs/plans/w1a1_cpu.py:<stage>``):
 Command (the data path is this machine's)::
 
   python -m bonnkd.sweep configs/plans/w1a1_cpu.py:optimizer --out runs/w1a1 \\
+      --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
+  python -m bonnkd.sweep configs/plans/w1a1_cpu.py:losses --out runs/w1a1 \\
+      --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
+  python -m bonnkd.sweep configs/plans/w1a1_cpu.py:kd --out runs/w1a1 \\
       --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
   python -m bonnkd.sweep configs/plans/w1a1_cpu.py:plain --out runs/bonn \\
       --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
@@ -40,11 +53,12 @@ quiet); the recipe's 12 epochs ~55.
 
 from bonnkd.sweep import Run
 
-CONFIG = 'configs/phase1_bonn_wrn.py:bonn_cpu'
+PROXY_CONFIG = 'configs/phase1_bonn_wrn.py:bonn_cpu'
 PLAIN = ('bonn.kernel_weight=0.0', 'bonn.feature_weight=0.0')
 PROXY = ('model.depth=10', 'model.width=2')
-OPTIMIZER_EPOCHS = 2
-OPTIMIZER_MIN = 11.0
+PROXY_EPOCHS = 2
+PROXY_MIN = 11.0
+VAL_ONLY = (f'num_epochs={PROXY_EPOCHS}', 'eval_test=False')
 OPTIMIZERS = {
     'sgd': ('optim.name=sgd', 'optim.lr=0.1'),
     'sgd_latent0': ('optim.name=sgd', 'optim.lr=0.1',
@@ -54,28 +68,52 @@ OPTIMIZERS = {
     'adam5e-3': ('optim.name=adam', 'optim.lr=0.005',
                  'optim.latent_weight_decay=0.0'),
 }
-
-
 CHOSEN_OPTIMIZER = 'adam5e-3'
 RECIPE = 'configs/phase1_bonn_wrn.py:w1a1_cpu'
 RECIPE_MIN = 55.0
 SEEDS = (0, 1)
+KERNEL_WEIGHTS = (1e-4, 1e-3)
+FEATURE_WEIGHTS = (1e-4, 1e-3, 1e-2)
+TEACHER = 'configs/phase1_bonn_wrn.py:cpu'
+# 51 minutes on a family-26 EPYC; a family-25 one is ~2x slower.
+TEACHER_MIN = 100.0
+KD = {'kd_a0.5_t4': (0.5, 4.0), 'kd_a0.1_t4': (0.1, 4.0),
+      'kd_a0.5_t2': (0.5, 2.0)}
+
+
+def _proxy(name, *overrides, **kwargs):
+  """A val-only run of the recipe's model at the proxy's size and epochs."""
+  return Run(name, RECIPE, PROXY + overrides + VAL_ONLY,
+             expected_min=PROXY_MIN, **kwargs)
 
 
 def get_plan(stage: str = 'optimizer'):
+  if stage == 'optimizer':
+    return [Run(f'opt_{name}', PROXY_CONFIG, PLAIN + PROXY + optim + VAL_ONLY,
+                expected_min=PROXY_MIN)
+            for name, optim in OPTIMIZERS.items()]
   if stage == 'conv':
-    return [Run('conv_layer_modulation', CONFIG,
+    return [Run('conv_layer_modulation', PROXY_CONFIG,
                 PLAIN + PROXY + OPTIMIZERS[CHOSEN_OPTIMIZER]
-                + ('model.weight_scale=layer_modulation',
-                   f'num_epochs={OPTIMIZER_EPOCHS}', 'eval_test=False'),
-                expected_min=OPTIMIZER_MIN)]
+                + ('model.weight_scale=layer_modulation',) + VAL_ONLY,
+                expected_min=PROXY_MIN)]
+  if stage == 'losses':
+    return ([_proxy(f'kernel{k:g}', f'bonn.kernel_weight={k}')
+             for k in KERNEL_WEIGHTS]
+            + [_proxy(f'feature{f:g}', f'bonn.feature_weight={f}')
+               for f in FEATURE_WEIGHTS])
+  if stage in ('teacher', 'kd'):
+    teacher = [Run('teacher', TEACHER, ('eval_test=False',),
+                   expected_min=TEACHER_MIN)]
+    if stage == 'teacher':
+      return teacher
+    return teacher + [
+        _proxy(name, 'kd.enabled=True', f'kd.alpha={alpha}',
+               f'kd.temperature={temperature}',
+               'kd.teacher_workdir={out}/teacher', after=('teacher',))
+        for name, (alpha, temperature) in KD.items()]
   if stage == 'plain':
     return [Run(f'plain_s{seed}', RECIPE, seed=seed, expected_min=RECIPE_MIN)
             for seed in SEEDS]
-  if stage == 'optimizer':
-    return [Run(f'opt_{name}', CONFIG,
-                PLAIN + PROXY + optim
-                + (f'num_epochs={OPTIMIZER_EPOCHS}', 'eval_test=False'),
-                expected_min=OPTIMIZER_MIN)
-            for name, optim in OPTIMIZERS.items()]
-  raise ValueError(f"Unknown stage {stage!r}: 'optimizer', 'conv' or 'plain'.")
+  raise ValueError(f"Unknown stage {stage!r}: 'optimizer', 'conv', 'losses', "
+                   "'teacher', 'kd' or 'plain'.")
