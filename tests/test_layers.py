@@ -6,6 +6,8 @@ import numpy as np
 import optax
 import pytest
 
+from bonnkd import errors
+from bonnkd import models
 from bonnkd.binary import layers
 from bonnkd.binary import quantizers
 
@@ -156,8 +158,6 @@ def test_bonns_conv_clips_the_kernels_gradient_where_w_times_k_leaves_one():
 
 
 def test_bonns_conv_needs_a_sign_quantizer():
-  from bonnkd import errors
-  from bonnkd import models
   with pytest.raises(errors.ConfigError, match='model.weight_scale'):
     models.WideResNet(depth=10, width=1, binarize='inner',
                       weight_scale='layer_modulation', quantizer='identity')
