@@ -17,7 +17,6 @@ Name the CPU (``lscpu``) next to any figure.
 
 import argparse
 import json
-import time
 
 import jax
 import ml_collections
@@ -110,33 +109,20 @@ def torch_forward(program: export.Program):
 
 def compare(program: export.Program, split: input_pipeline.Split,
             batch_size: int, xnor_impl: str = 'auto') -> dict:
-  """img/s of both forwards over ``split``, batches alternated."""
-  packed = deploy.make_forward(program, xnor_impl)
-  forwards = {'packed': lambda images: np.asarray(jax.block_until_ready(
-      packed(images))), 'torch': torch_forward(program)}
-  batches = list(input_pipeline.eval_batches(split, batch_size))
-  for forward in forwards.values():  # Compile / warm up.
-    forward(batches[0][0])
-  seconds = dict.fromkeys(forwards, 0.0)
-  predictions = {name: [] for name in forwards}
-  for images, _, mask in batches:
-    for name, forward in forwards.items():
-      start = time.perf_counter()
-      logits = forward(images)
-      seconds[name] += time.perf_counter() - start
-      predictions[name].append(np.argmax(logits, -1)[mask > 0])
-  examples = len(split)
-  result = {'examples': examples, 'batch_size': batch_size}
-  for name in forwards:
-    predicted = np.concatenate(predictions[name])
-    result[f'{name}_accuracy'] = float(np.mean(predicted == split.labels))
-    result[f'{name}_images_per_sec'] = examples / seconds[name]
-  result['packed_over_torch'] = (result['packed_images_per_sec']
-                                 / result['torch_images_per_sec'])
-  result['predictions_equal'] = bool(np.array_equal(
-      np.concatenate(predictions['packed']),
-      np.concatenate(predictions['torch'])))
-  return result
+  """img/s of both forwards over ``split``, batches alternated.
+
+  ``bonnkd.deploy.run`` with PyTorch as the float forward, its keys named
+  for this comparison.
+  """
+  result = deploy.run(program, split, batch_size, torch_forward(program),
+                      xnor_impl)
+  return {'examples': result['examples'], 'batch_size': batch_size,
+          'packed_accuracy': result['accuracy'],
+          'packed_images_per_sec': result['images_per_sec'],
+          'torch_accuracy': result['float_accuracy'],
+          'torch_images_per_sec': result['float_images_per_sec'],
+          'packed_over_torch': result['speedup'],
+          'predictions_equal': result['predictions_equal']}
 
 
 def main(argv=None):

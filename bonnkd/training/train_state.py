@@ -43,24 +43,18 @@ def learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
       decay_steps=max(total, warmup + 1), end_value=0.0)
 
 
-def _kernel_masks(params, latent_paths):
-  """(real kernels, latent 1-bit kernels): two boolean trees over ``params``.
+def _path_of(path) -> str:
+  return '/'.join(entry.key for entry in path)
 
-  Weight decay applies to conv and dense kernels only (not BatchNorm,
-  biases, modulation vectors); ``latent_paths`` says which kernels are the
-  latent weights of 1-bit convs (:func:`bonnkd.models.latent_kernel_paths`).
+
+def _kernel_mask(params, keep=lambda path: True):
+  """True on the conv and dense kernels of ``params`` whose path ``keep``s.
+
+  Weight decay applies to kernels only (not BatchNorm, biases, modulation
+  vectors).
   """
-  def path_of(path):
-    return '/'.join(entry.key for entry in path)
-
-  def is_kernel(path):
-    return path[-1].key == 'kernel'
-
-  real = jax.tree.map_with_path(
-      lambda p, _: is_kernel(p) and path_of(p) not in latent_paths, params)
-  latent = jax.tree.map_with_path(
-      lambda p, _: is_kernel(p) and path_of(p) in latent_paths, params)
-  return real, latent
+  return jax.tree.map_with_path(
+      lambda p, _: p[-1].key == 'kernel' and keep(_path_of(p)), params)
 
 
 def latent_weight_decay(config) -> float:
@@ -69,18 +63,21 @@ def latent_weight_decay(config) -> float:
   return config.optim.weight_decay if decay < 0 else decay
 
 
-def _weight_decays(config, latent_paths):
-  """The decay transforms: one for every kernel, or real and latent apart."""
+def _weight_decays(config):
+  """The decay transforms: one for every kernel, or real and latent apart.
+
+  Only where the two decays differ are the latent kernels looked up
+  (:func:`bonnkd.models.latent_kernel_paths`, an abstract init of the model).
+  """
   wd, latent_wd = config.optim.weight_decay, latent_weight_decay(config)
   if latent_wd == wd:  # One decay on every kernel (the original structure).
-    return [optax.add_decayed_weights(
-        wd, mask=lambda p: jax.tree.map_with_path(
-            lambda path, _: path[-1].key == 'kernel', p))]
+    return [optax.add_decayed_weights(wd, mask=_kernel_mask)]
+  latent = models.latent_kernel_paths(models.create_model(config.model))
   return [
       optax.add_decayed_weights(
-          wd, mask=lambda p: _kernel_masks(p, latent_paths)[0]),
+          wd, mask=lambda p: _kernel_mask(p, lambda k: k not in latent)),
       optax.add_decayed_weights(
-          latent_wd, mask=lambda p: _kernel_masks(p, latent_paths)[1]),
+          latent_wd, mask=lambda p: _kernel_mask(p, lambda k: k in latent)),
   ]
 
 
@@ -101,9 +98,7 @@ def create_optimizer(config, schedule: optax.Schedule):
   RBONN: 0), as their magnitude only moves the sign's gradient window.
   BatchNorm scales, biases and modulation vectors are never decayed.
   """
-  latent_paths = models.latent_kernel_paths(
-      models.create_model(config.model))
-  decays = _weight_decays(config, latent_paths)
+  decays = _weight_decays(config)
   if config.optim.name == 'adam':
     return optax.chain(optax.scale_by_adam(), *decays,
                        optax.scale_by_learning_rate(schedule))
