@@ -19,10 +19,10 @@ import argparse
 import json
 
 import jax
-import ml_collections
 import numpy as np
 
 from bonnkd import deploy
+from bonnkd import errors
 from bonnkd import export
 from bonnkd.binary import packing
 from bonnkd.data import input_pipeline
@@ -125,6 +125,7 @@ def compare(program: export.Program, split: input_pipeline.Split,
           'predictions_equal': result['predictions_equal']}
 
 
+@errors.exit_on_user_error
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('file', help='the exported .npz (python -m bonnkd.export)')
@@ -141,11 +142,8 @@ def main(argv=None):
   if args.threads:
     torch.set_num_threads(args.threads)
   program = export.load(args.file)
-  data = ml_collections.ConfigDict(program.header['config']['data'])
-  data.source = args.data_source or data.source
-  data.dir = args.data_dir or data.dir
-  data.eval_limit = args.limit
-  split = input_pipeline.load_splits(data)[args.split]
+  split = deploy.load_split(program, args.split, args.data_source,
+                            args.data_dir, args.limit)
   result = compare(program, split, args.batch_size, args.xnor)
   print(f'torch {torch.__version__} ({torch.get_num_threads()} threads), '
         f'jax {jax.__version__}; {args.file}')

@@ -44,7 +44,8 @@ from bonnkd.data import augment
 from bonnkd.data import input_pipeline
 from bonnkd.training import train_state
 
-__all__ = ['XNOR_IMPLS', 'xnor_conv', 'make_forward', 'float_forward', 'run']
+__all__ = ['XNOR_IMPLS', 'xnor_conv', 'make_forward', 'float_forward',
+           'load_split', 'run']
 
 
 XNOR_IMPLS = ('auto', 'native', 'jax')
@@ -226,26 +227,37 @@ def _float_of(header: dict, run_dir: str | None) -> Callable:
   return float_forward(config, variables)
 
 
+def load_split(program: export.Program, split: str,
+               data_source: str | None = None, data_dir: str | None = None,
+               limit: int = -1) -> input_pipeline.Split:
+  """``split`` of the exported run's data, or of the source / dir given.
+
+  Raises:
+    errors.ConfigError, errors.DataError: a bad source, or data that is not
+      there (one message naming it), before anything is read.
+  """
+  data = ml_collections.ConfigDict(program.header['config']['data'])
+  data.source = data_source or data.source
+  data.dir = data_dir or data.dir
+  data.eval_limit = limit
+  input_pipeline.validate_config(data)
+  input_pipeline.ensure_available(data)
+  return input_pipeline.load_splits(data)[split]
+
+
 @errors.exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
   args = _args(argv)
   program = export.load(args.file)
   header = program.header
-  data = ml_collections.ConfigDict(header['config']['data'])
-  if args.data_source:
-    data.source = args.data_source
-  if args.data_dir:
-    data.dir = args.data_dir
-  data.eval_limit = args.limit
-  input_pipeline.validate_config(data)
-  input_pipeline.ensure_available(data)
+  split = load_split(program, args.split, args.data_source, args.data_dir,
+                     args.limit)
   config = ml_collections.ConfigDict(header['config'])
   # Each float conv (the packed model's real layers, and every conv of the
   # float eval) in the lowering measured fastest here, as in training.
   conv_autotune.tune(models.create_model(config.model, dtype=config.dtype),
                      args.batch_size)
   compare = _float_of(header, args.run_dir) if args.compare else None
-  split = input_pipeline.load_splits(data)[args.split]
   result = run(program, split, args.batch_size, compare, args.xnor)
   result.update(file=args.file, split=args.split,
                 file_bytes=os.path.getsize(args.file),

@@ -190,10 +190,12 @@ def _wide_resnet(model: models.WideResNet, b: _Builder, x: str) -> None:
       p = f'group{group}_block{block}'
       preact = b.batch_norm(f'{p}/bn1', x)
       y = b.conv(f'{p}/conv1', act(preact, f'{p}/conv1'))
-      y = act(b.batch_norm(f'{p}/bn2', y), f'{p}/conv2')
-      y = b.conv(f'{p}/conv2', y)
       if b.has(f'{p}/shortcut'):
         x = b.conv(f'{p}/shortcut', act(preact, f'{p}/shortcut'))
+      if model.shortcuts == 'every_conv':
+        x = y = b.add(x, y)
+      y = act(b.batch_norm(f'{p}/bn2', y), f'{p}/conv2')
+      y = b.conv(f'{p}/conv2', y)
       x = b.add(x, y)
   x = b.unary('relu', b.batch_norm('bn', x))
   b.dense('head', b.unary('spatial_mean', x))
@@ -206,10 +208,14 @@ def _resnet(model: models.ResNet, b: _Builder, x: str) -> None:
   for stage, blocks in enumerate(model.stage_sizes):
     for block in range(blocks):
       p = f'stage{stage}_block{block}'
-      y = b.unary(act, b.batch_norm(f'{p}/bn1', b.conv(f'{p}/conv1', x)))
-      y = b.batch_norm(f'{p}/bn2', b.conv(f'{p}/conv2', y))
+      y = b.batch_norm(f'{p}/bn1', b.conv(f'{p}/conv1', x))
       if b.has(f'{p}/shortcut'):
         x = b.batch_norm(f'{p}/shortcut_bn', b.conv(f'{p}/shortcut', x))
+      if model.shortcuts == 'every_conv':
+        x = y = b.unary(act, b.add(x, y))
+      else:
+        y = b.unary(act, y)
+      y = b.batch_norm(f'{p}/bn2', b.conv(f'{p}/conv2', y))
       x = b.unary(act, b.add(x, y))
   x = b.unary('spatial_mean', x)
   if 'head_bn' in b.stats:

@@ -19,6 +19,19 @@
   instead of ``BN -> ReLU -> conv``: the sign is its nonlinearity, and the sign
   of a ReLU output would be all +1.
 
+* ``shortcuts`` (both models) -- where the real-valued residual paths are:
+
+  - ``'block'``:      one shortcut around each block's two convs (He et al.,
+                      Zagoruyko & Komodakis; BONN's WRN);
+  - ``'every_conv'``: one around each 3x3 conv (Bi-Real Net, Liu et al.,
+                      ECCV 2018, Fig. 1; the CIFAR ResNets of IR-Net, ReCU
+                      and BiPer): a 1-bit conv's output is +-1 sums, and the
+                      second shortcut carries the block's real-valued
+                      activations past each one instead of only past the
+                      pair. Same parameters, same MACs, one more addition
+                      per block; the first shortcut (identity, or the 1x1
+                      conv where width or stride change) wraps conv1.
+
 * :class:`ResNet` -- the CIFAR ResNet of He et al. (3x3 stem, no max-pool,
   post-activation basic blocks); :data:`ResNet18` has 11,173,962 parameters.
   With narrower stages it is also the phase-2 student. The same
@@ -42,6 +55,7 @@ from bonnkd.config import validation
 __all__ = [
     'BINARIZE_MODES',
     'BINARIZE_WHAT',
+    'SHORTCUTS',
     'WideResNet',
     'ResNet',
     'WRN16_4',
@@ -57,6 +71,7 @@ __all__ = [
 
 BINARIZE_MODES = ('none', 'first_conv', 'inner', 'all')
 BINARIZE_WHAT = ('weights', 'activations', 'both')
+SHORTCUTS = ('block', 'every_conv')
 
 # Every BatchNorm of the models (bonnkd.export folds them with the same eps).
 BATCH_NORM_EPSILON = 1e-5
@@ -106,12 +121,19 @@ class _ConvFactory:
 
 
 class WideBasicBlock(nn.Module):
-  """Pre-activation block: (BN-act-conv3x3) x 2 plus a shortcut."""
+  """Pre-activation block: (BN-act-conv3x3) x 2 plus a shortcut.
+
+  ``shortcuts='block'``: ``x + conv2(act(bn2(conv1(act(bn1(x))))))``;
+  ``'every_conv'`` (Bi-Real): ``h = x + conv1(act(bn1(x)))``, then
+  ``h + conv2(act(bn2(h)))``. Where width or stride change, ``x`` is the
+  1x1 shortcut conv of ``act(bn1(x))`` in both.
+  """
 
   features: int
   strides: int
   conv: Any  # _ConvFactory
   dropout_rate: float = 0.0
+  shortcuts: str = 'block'
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -125,14 +147,16 @@ class WideBasicBlock(nn.Module):
     preact = norm(name='bn1')(x)
     y = self.conv('inner', self.features, strides=(self.strides,) * 2,
                   name='conv1')(act(preact, 'inner'))
-    y = act(norm(name='bn2')(y), 'inner')
-    if self.dropout_rate:
-      y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-    y = self.conv('inner', self.features, name='conv2')(y)
     if x.shape[-1] != self.features or self.strides != 1:
       # Zagoruyko's shortcut: a 1x1 conv of the pre-activated input.
       x = self.conv('shortcut', self.features, (1, 1), (self.strides,) * 2,
                     name='shortcut')(act(preact, 'shortcut'))
+    if self.shortcuts == 'every_conv':
+      x = y = x + y
+    y = act(norm(name='bn2')(y), 'inner')
+    if self.dropout_rate:
+      y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+    y = self.conv('inner', self.features, name='conv2')(y)
     return x + y
 
 
@@ -147,6 +171,7 @@ class WideResNet(nn.Module):
     binarize_what: one of :data:`BINARIZE_WHAT`.
     quantizer: name in :data:`bonnkd.binary.quantizers.QUANTIZERS`.
     weight_scale: one of :data:`bonnkd.binary.layers.WEIGHT_SCALES`.
+    shortcuts: one of :data:`SHORTCUTS` (see the module docstring).
     dropout_rate: dropout between the two convs of a block.
     conv_impl: see :func:`bonnkd.binary.layers.conv2d`.
     dtype: dtype of activations and convolutions ('float32' or 'bfloat16');
@@ -160,6 +185,7 @@ class WideResNet(nn.Module):
   binarize_what: str = 'both'
   quantizer: str = 'ste_sign'
   weight_scale: str = 'modulation'
+  shortcuts: str = 'block'
   dropout_rate: float = 0.0
   conv_impl: str = 'auto'
   dtype: Any = jnp.float32
@@ -168,6 +194,7 @@ class WideResNet(nn.Module):
     _validate_wide_resnet(self.depth, self.width, self.dropout_rate)
     _validate_binarization(self.binarize, self.binarize_what, self.quantizer,
                            self.weight_scale, self.conv_impl)
+    _validate_shortcuts(self.shortcuts)
     super().__post_init__()
 
   @nn.compact
@@ -183,6 +210,7 @@ class WideResNet(nn.Module):
             strides=2 if group > 0 and block == 0 else 1,
             conv=conv,
             dropout_rate=self.dropout_rate,
+            shortcuts=self.shortcuts,
             name=f'group{group}_block{block}',
         )(x, train)
     x = nn.relu(_BatchNorm(use_running_average=not train, dtype=self.dtype,
@@ -202,27 +230,34 @@ class ResNetBlock(nn.Module):
   as in the W1A1 ResNet-18 of IR-Net / ReCU / BiPer: the next conv signs
   it, and the sign of a ReLU output would be all +1, while hardtanh keeps
   the sign of the pre-activation and bounds the residual stream to [-1, 1].
+  ``shortcuts='every_conv'`` is those papers' CIFAR block (Bi-Real's):
+  ``h = act(x + bn1(conv1(x)))``, then ``act(h + bn2(conv2(h)))``.
   """
 
   features: int
   strides: int
   conv: Any  # _ConvFactory
+  shortcuts: str = 'block'
 
   @nn.compact
   def __call__(self, x, train: bool):
     norm = functools.partial(_BatchNorm, use_running_average=not train,
                              dtype=self.conv.dtype)
     act = _block_activation(self.conv)
-    y = self.conv('inner', self.features, strides=(self.strides,) * 2,
-                  name='conv1')(x)
-    y = act(norm(name='bn1')(y))
-    y = self.conv('inner', self.features, name='conv2')(y)
-    # Zero-init of the last BN scale: each block starts as the identity.
-    y = norm(name='bn2', scale_init=nn.initializers.zeros)(y)
+    y = norm(name='bn1')(self.conv('inner', self.features,
+                                   strides=(self.strides,) * 2,
+                                   name='conv1')(x))
     if x.shape[-1] != self.features or self.strides != 1:
       x = self.conv('shortcut', self.features, (1, 1), (self.strides,) * 2,
                     name='shortcut')(x)
       x = norm(name='shortcut_bn')(x)
+    if self.shortcuts == 'every_conv':
+      x = y = act(x + y)
+    else:
+      y = act(y)
+    y = self.conv('inner', self.features, name='conv2')(y)
+    # Zero-init of the last BN scale: each block starts as the identity.
+    y = norm(name='bn2', scale_init=nn.initializers.zeros)(y)
     return act(x + y)
 
 
@@ -247,7 +282,7 @@ class ResNet(nn.Module):
     stage_sizes: blocks per stage; (2, 2, 2, 2) is ResNet-18.
     widths: channels per stage; (64, 128, 256, 512) is ResNet-18.
     num_classes: size of the classifier.
-    binarize, binarize_what, quantizer, weight_scale: as
+    binarize, binarize_what, quantizer, weight_scale, shortcuts: as
       :class:`WideResNet`'s.
     conv_impl: see :func:`bonnkd.binary.layers.conv2d`.
     dtype: as :class:`WideResNet`'s.
@@ -260,6 +295,7 @@ class ResNet(nn.Module):
   binarize_what: str = 'both'
   quantizer: str = 'ste_sign'
   weight_scale: str = 'modulation'
+  shortcuts: str = 'block'
   conv_impl: str = 'auto'
   dtype: Any = jnp.float32
 
@@ -267,6 +303,7 @@ class ResNet(nn.Module):
     _validate_resnet(self.stage_sizes, self.widths)
     _validate_binarization(self.binarize, self.binarize_what, self.quantizer,
                            self.weight_scale, self.conv_impl)
+    _validate_shortcuts(self.shortcuts)
     super().__post_init__()
 
   @nn.compact
@@ -285,6 +322,7 @@ class ResNet(nn.Module):
             features=features,
             strides=2 if stage > 0 and block == 0 else 1,
             conv=conv,
+            shortcuts=self.shortcuts,
             name=f'stage{stage}_block{block}',
         )(x, train)
     x = jnp.mean(x, axis=(1, 2))
@@ -346,6 +384,11 @@ def _validate_binarization(binarize, binarize_what, quantizer, weight_scale,
       f'quantizer: {quantizers.SIGN_QUANTIZERS})')
   validation.check(conv_impl in layers.CONV_IMPLS, 'model.conv_impl', conv_impl,
         f'one of {layers.CONV_IMPLS}')
+
+
+def _validate_shortcuts(shortcuts) -> None:
+  validation.check(shortcuts in SHORTCUTS, 'model.shortcuts', shortcuts,
+                   f'one of {SHORTCUTS}')
 
 
 def validate_config(model_config, dtype: str = 'float32') -> None:

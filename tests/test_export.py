@@ -2,8 +2,9 @@
 
 The packed forward (``bonnkd.deploy``) against bonnkd's float eval of the
 same variables, for every 1-bit layout: BONN's W1A1 WRN, the W1A1 ResNet
-(hardtanh blocks), the seed's 1-bit-weight stem, every conv 1-bit with XNOR
-scales, and 1-bit activations with real weights.
+(hardtanh blocks), both with Bi-Real's shortcut around every conv too, the
+seed's 1-bit-weight stem, every conv 1-bit with XNOR scales, and 1-bit
+activations with real weights.
 """
 
 import contextlib
@@ -22,6 +23,7 @@ from bonnkd import export
 from bonnkd import models
 from bonnkd import train
 from bonnkd.binary import packing
+from bonnkd.config import defaults
 from tests.conftest import data_config
 from tests.conftest import tiny_config
 
@@ -44,6 +46,15 @@ LAYOUTS = {
                                  weight_scale='none'),
     'resnet_w1a1': dict(RESNET, binarize='inner', binarize_what='both',
                         weight_scale='modulation'),
+    # Bi-Real's shortcut around every 3x3 conv.
+    'wrn_w1a1_bonn_every_conv': dict(WRN, binarize='inner',
+                                     binarize_what='both',
+                                     weight_scale='layer_modulation',
+                                     shortcuts='every_conv'),
+    'resnet_w1a1_every_conv': dict(RESNET, binarize='inner',
+                                   binarize_what='both',
+                                   weight_scale='modulation',
+                                   shortcuts='every_conv'),
 }
 
 
@@ -139,6 +150,34 @@ def test_deploy_of_a_missing_file_is_one_error(tmp_path, capsys):
   assert capsys.readouterr().err.startswith('error: ')
 
 
+def test_deploy_of_missing_data_is_one_error(tmp_path, capsys):
+  config = config_of(LAYOUTS['wrn_w1a1_bonn'])
+  config.data = defaults.base_config().data  # A run's complete data config.
+  path = str(tmp_path / 'model.npz')
+  export.save(export.program_of(config, jax.device_get(
+      trained_looking_variables(config))), path)
+  for main in (deploy.main, deploy_torch_main()):
+    if main is None:
+      continue
+    with pytest.raises(SystemExit) as e:
+      main([path, '--data_source', 'folder', '--data_dir',
+            str(tmp_path / 'nowhere')])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and 'nowhere' in err
+    assert err.count('\n') == 1
+
+
+def deploy_torch_main():
+  """benchmarks.deploy_torch.main where PyTorch (the [bench] extra) is."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    return None
+  from benchmarks import deploy_torch  # pylint: disable=g-import-not-at-top
+  return deploy_torch.main
+
+
 @pytest.fixture(scope='module')
 def w1a1_run(cifar_tarball, tmp_path_factory):
   """A W1A1 WRN smoke run (BONN's layout), trained 2 epochs."""
@@ -182,7 +221,9 @@ def test_export_of_a_missing_run_is_one_error(tmp_path, capsys):
   assert not (tmp_path / 'x.npz').exists()
 
 
-@pytest.mark.parametrize('layout', ['wrn_w1a1_bonn', 'resnet_w1a1'])
+@pytest.mark.parametrize('layout', ['wrn_w1a1_bonn', 'resnet_w1a1',
+                                    'wrn_w1a1_bonn_every_conv',
+                                    'resnet_w1a1_every_conv'])
 def test_pytorch_float_eval_of_the_file_equals_the_packed_forward(layout):
   # benchmarks/deploy_torch.py reads the same file with PyTorch, in float:
   # an independent implementation of every op (padding included).

@@ -1,8 +1,11 @@
 """Model shapes and parameter counts, each derived by hand in a comment."""
 
+import functools
+
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from bonnkd import models
@@ -165,3 +168,70 @@ def test_invalid_depth_and_mode():
     abstract_params(models.WideResNet(depth=10, binarize='middle'))
   with pytest.raises(ValueError, match='first_conv'):
     abstract_params(models.ResNet((1, 1), (8, 16), binarize='middle'))
+
+
+def block_calls(model, x):
+  """Every module call of a train-mode forward: path -> (input, output)."""
+  variables = model.init(jax.random.key(0), x)
+  calls = {}
+
+  def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if context.method_name == '__call__' and context.module.path:
+      calls['/'.join(context.module.path)] = (args[0], out)
+    return out
+
+  with flax.linen.intercept_methods(record):
+    model.apply(variables, x, train=True, mutable=['batch_stats'])
+  return calls
+
+
+def test_every_conv_shortcuts_wrap_each_wrn_conv():
+  # Bi-Real: h = s + conv1(act(bn1(x))), out = h + conv2(act(bn2(h))), with
+  # s the 1x1 shortcut where the width changes (group0_block0, 16 -> 32)
+  # and x itself where it does not (group0_block1); bn2 reads h, not
+  # conv1's output alone.
+  model = models.WideResNet(16, 2, binarize='inner', binarize_what='both',
+                            shortcuts='every_conv')
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  calls = block_calls(model, x)
+  close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5)
+  for block in ('group0_block0', 'group0_block1'):
+    conv = lambda name: calls[f'{block}/{name}'][1]
+    x_in = calls[f'{block}/bn1'][0]
+    s = conv('shortcut') if block == 'group0_block0' else x_in
+    h = s + conv('conv1')
+    close(calls[f'{block}/bn2'][0], h)
+    close(calls[block][1], h + conv('conv2'))
+  # The same model with one shortcut per block: bn2 reads conv1 alone.
+  calls = block_calls(model.clone(shortcuts='block'), x)
+  close(calls['group0_block1/bn2'][0], calls['group0_block1/conv1'][1])
+
+
+def test_every_conv_shortcuts_wrap_each_resnet_conv():
+  # IR-Net / ReCU's CIFAR block: h = act(s + bn1(conv1(x))),
+  # out = act(h + bn2(conv2(h))), act hardtanh for 1-bit inputs; s is
+  # shortcut_bn(shortcut(x)) where the width changes, x where not.
+  model = models.ResNet((2, 1), (8, 16), binarize='inner',
+                        binarize_what='both', shortcuts='every_conv')
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  calls = block_calls(model, x)
+  close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5)
+  for block in ('stage0_block1', 'stage1_block0'):
+    out = lambda name: calls[f'{block}/{name}'][1]
+    x_in = calls[f'{block}/conv1'][0]
+    s = out('shortcut_bn') if block == 'stage1_block0' else x_in
+    h = np.clip(s + out('bn1'), -1, 1)
+    close(calls[f'{block}/conv2'][0], h)
+    close(calls[block][1], np.clip(h + out('bn2'), -1, 1))
+
+
+@pytest.mark.parametrize('model', [
+    models.WideResNet(10, 2, binarize='inner', binarize_what='both'),
+    models.ResNet((1, 1), (8, 16), binarize='inner', binarize_what='both'),
+])
+def test_every_conv_shortcuts_add_no_parameters(model):
+  bireal = model.clone(shortcuts='every_conv')
+  assert (jax.tree_util.tree_map(lambda a: a.shape, abstract_params(bireal))
+          == jax.tree_util.tree_map(lambda a: a.shape,
+                                    abstract_params(model)))

@@ -43,6 +43,9 @@ def base_config() -> ml_collections.ConfigDict:
   # 'none', 'xnor' (mean |W|), 'modulation' (learned per channel, MCN) or
   # 'layer_modulation' (BONN's 1-bit conv: bonnkd.binary.layers).
   config.model.weight_scale = 'modulation'
+  # Residual paths: 'block' (one per block) or 'every_conv' (Bi-Real: one
+  # around each 3x3 conv); bonnkd.models.SHORTCUTS.
+  config.model.shortcuts = 'block'
   config.model.dropout_rate = 0.0
   # 'auto' picks the fast lowering per backend (bonnkd.binary.layers.conv2d).
   config.model.conv_impl = 'auto'
@@ -129,7 +132,8 @@ def base_config() -> ml_collections.ConfigDict:
 
 def resnet_model(stage_sizes, widths, binarize: str = 'none',
                  binarize_what: str = 'both', quantizer: str = 'ste_sign',
-                 weight_scale: str = 'modulation') -> ml_collections.ConfigDict:
+                 weight_scale: str = 'modulation',
+                 shortcuts: str = 'block') -> ml_collections.ConfigDict:
   """``config.model`` for a :class:`bonnkd.models.ResNet`.
 
   Full precision unless ``binarize`` says which convs are 1-bit (the fields
@@ -138,7 +142,7 @@ def resnet_model(stage_sizes, widths, binarize: str = 'none',
   return ml_collections.ConfigDict(dict(
       name='resnet', stage_sizes=tuple(stage_sizes), widths=tuple(widths),
       binarize=binarize, binarize_what=binarize_what, quantizer=quantizer,
-      weight_scale=weight_scale, conv_impl='auto'))
+      weight_scale=weight_scale, shortcuts=shortcuts, conv_impl='auto'))
 
 
 def steps_per_epoch(num_train_examples: int, batch_size: int) -> int:

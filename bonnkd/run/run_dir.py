@@ -84,6 +84,7 @@ ADDED_LATER = {
     'model.binarize_what': 'both',
     'model.quantizer': 'ste_sign',
     'model.weight_scale': 'modulation',
+    'model.shortcuts': 'block',
 }
 
 

@@ -20,6 +20,10 @@ Stages (``configs/plans/w1a1_cpu.py:<stage>``):
   layer mean of |w| in the forward pass, the clipped STE, the learned
   prior) next to the optimizer stage's run with bonnkd's per-channel
   modulation.
+* ``shortcuts`` -- at the chosen optimizer and conv, Bi-Real's shortcut
+  around every 1-bit conv (``model.shortcuts='every_conv'``; the CIFAR
+  blocks of IR-Net, ReCU and BiPer) next to the ``conv`` stage's run, which
+  has one per block as BONN's WRN.
 * ``losses`` -- BONN's loss weights at the recipe, on the same proxy (the
   recipe's model and optimizer for 2 epochs): lambda alone and theta alone
   (the feature loss summed over the batch, BONN's units, so theta's grid
@@ -97,6 +101,8 @@ def get_plan(stage: str = 'optimizer'):
                 PLAIN + PROXY + OPTIMIZERS[CHOSEN_OPTIMIZER]
                 + ('model.weight_scale=layer_modulation',) + VAL_ONLY,
                 expected_min=PROXY_MIN)]
+  if stage == 'shortcuts':
+    return [_proxy('shortcuts_every_conv', 'model.shortcuts=every_conv')]
   if stage == 'losses':
     return ([_proxy(f'kernel{k:g}', f'bonn.kernel_weight={k}')
              for k in KERNEL_WEIGHTS]
@@ -115,5 +121,5 @@ def get_plan(stage: str = 'optimizer'):
   if stage == 'plain':
     return [Run(f'plain_s{seed}', RECIPE, seed=seed, expected_min=RECIPE_MIN)
             for seed in SEEDS]
-  raise ValueError(f"Unknown stage {stage!r}: 'optimizer', 'conv', 'losses', "
-                   "'teacher', 'kd' or 'plain'.")
+  raise ValueError(f"Unknown stage {stage!r}: 'optimizer', 'conv', "
+                   "'shortcuts', 'losses', 'teacher', 'kd' or 'plain'.")
