@@ -10,8 +10,9 @@ operation, and attributes each to a category through the ``op_name``
 metadata of the optimized HLO (a fused operation takes the names of the
 operations fused into it):
 
-* conv forward / conv backward -- convolutions (and the im2col matmuls),
-  backward when JAX's name stack says ``transpose(jvp(...))``;
+* conv forward / conv backward -- convolutions (the im2col matmuls and
+  bonnkd's oneDNN custom calls included), backward when JAX's name stack
+  says ``transpose(jvp(...))``;
 * layout copies -- XLA's ``transpose_copy`` fusions: the activations laid out
   again for the weight-gradient convolutions (batch as the contraction);
 * BatchNorm -- the normalisation, its statistics and their gradients, with
@@ -108,11 +109,21 @@ def _fused_lines(line: str, computations) -> list[str]:
       calls.group(1) if calls else None, [])]
 
 
+# bonnkd's own oneDNN convolutions (bonnkd.cpu.onednn.TARGETS), custom calls
+# that XLA knows only by their target: the contraction each computes.
+BONNKD_ONEDNN_KINDS = {'bonnkd_onednn_conv_fwd': 'convolution',
+                       'bonnkd_onednn_conv_bwd_data': 'convolution',
+                       'bonnkd_onednn_conv_bwd_weights': 'weight-grad'}
+
+
 def _contraction_kinds(lines) -> list[str]:
   """'convolution', 'weight-grad' or 'dot' for each contraction in ``lines``."""
   kinds = []
   for text in lines:
-    if kind := re.search(r'= \S+ (convolution|dot)\(', text):
+    target = re.search(r'custom_call_target="(\w+)"', text)
+    if target and target.group(1) in BONNKD_ONEDNN_KINDS:
+      kinds.append(BONNKD_ONEDNN_KINDS[target.group(1)])
+    elif kind := re.search(r'= \S+ (convolution|dot)\(', text):
       # XLA writes a weight gradient as a convolution whose window spans the
       # activation map (e.g. 16x16), with no op_name of its own.
       window = re.search(r'window=\{size=(\d+)x(\d+)', text)
@@ -144,8 +155,8 @@ def contraction_libraries(hlo_text: str) -> dict[str, collections.Counter]:
   """{library: Counter of contraction kinds} of a compiled step's operations.
 
   Which library XLA:CPU gave each convolution and dot of the step: a fusion
-  whose kind is in ``LIBRARY_FUSIONS``, a oneDNN custom call, or else XLA's
-  own code ('XLA (Eigen)': its convolutions call Eigen). Only the step's own
+  whose kind is in ``LIBRARY_FUSIONS``, a oneDNN custom call (XLA's, or
+  bonnkd's own, :mod:`bonnkd.cpu.onednn`), or else XLA's own code ('XLA (Eigen)': its convolutions call Eigen). Only the step's own
   operations (the ENTRY computation) are read.
   """
   computations = _computations(hlo_text)
@@ -156,6 +167,9 @@ def contraction_libraries(hlo_text: str) -> dict[str, collections.Counter]:
     if 'custom_call_target="__onednn$' in line:
       library = 'oneDNN'
       kinds = [re.search(r'__onednn\$(\w+)', line).group(1)]
+    elif 'custom_call_target="bonnkd_onednn_' in line:
+      library = 'oneDNN (bonnkd)'
+      kinds = _contraction_kinds([line])
     else:
       library = LIBRARY_FUSIONS.get(kind.group(1) if kind else '',
                                     'XLA (Eigen)')

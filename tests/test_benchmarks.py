@@ -72,6 +72,8 @@ ENTRY %main.1 (x.1: f32[8,16,16,32], k.1: f32[3,3,32,32]) -> (f32[8,16,16,32], f
   %ynn_fusion = f32[32,3,3,32]{3,2,1,0} fusion(%transpose_copy_fusion.1, %x.1), kind=kCustom, calls=%fused_computation, backend_config={"fusion_config":{"kind":"__ynn_fusion"}}
   %convolution.3 = f32[8,16,16,32]{3,2,1,0} convolution(%ynn_fusion.2, %k.1), window={size=3x3 pad=1_1x1_1}, dim_labels=b01f_01io->b01f
   %custom-call = f32[8,16,16,32]{3,2,1,0} custom-call(%x.1, %k.1), custom_call_target="__onednn$convolution"
+  %ffi_call.39 = f32[3,3,32,32]{3,2,1,0} custom-call(%x.1, %convolution.3), custom_call_target="bonnkd_onednn_conv_bwd_weights", metadata={op_name="jit(train_step)/transpose(jvp(WideResNet))/group0_block0/conv2/ffi_call"}
+  %ffi_call.26 = f32[8,16,16,32]{3,2,1,0} custom-call(%x.1, %k.1), custom_call_target="bonnkd_onednn_conv_fwd", metadata={op_name="jit(train_step)/jvp(WideResNet)/group0_block0/conv2/ffi_call"}
 }
 '''
 
@@ -81,10 +83,21 @@ def test_contraction_libraries_name_who_computes_each_convolution():
   found = profile_step.contraction_libraries(_HLO)
   # Two YNNPACK fusions (a 3x3 conv, a weight gradient whose window spans the
   # 16x16 map), one convolution left to XLA, one oneDNN custom call; the
-  # transpose fusion holds no contraction and counts nowhere.
+  # transpose fusion holds no contraction and counts nowhere; bonnkd's own
+  # oneDNN calls by their targets (bonnkd.cpu.onednn).
   assert found == {'YNNPACK': {'convolution': 1, 'weight-grad': 1},
                    'XLA (Eigen)': {'convolution': 1},
-                   'oneDNN': {'convolution': 1}}
+                   'oneDNN': {'convolution': 1},
+                   'oneDNN (bonnkd)': {'convolution': 1, 'weight-grad': 1}}
+
+
+def test_bonnkd_onednn_calls_count_as_convolutions_forward_and_backward():
+  from benchmarks import profile_step  # pylint: disable=g-import-not-at-top
+  names = profile_step._op_names(_HLO)  # pylint: disable=protected-access
+  assert profile_step.categorize('ffi_call.26', *names['ffi_call.26']) == (
+      'conv forward')
+  assert profile_step.categorize('ffi_call.39', *names['ffi_call.39']) == (
+      'conv backward')
 
 
 def test_contraction_libraries_count_every_convolution_of_a_compiled_step():
