@@ -24,10 +24,12 @@ Presets (``configs/phase1_bonn_wrn.py:<preset>``):
   and 1: 51.97% and 51.87% test (lambda = theta = 1e-4; 57.85-58.27%
   without the losses), 115 and 81 minutes on family-25 EPYCs.
 * w1a1_cpu -- the W1A1 recipe for an hour of 2 CPU cores
-  (``recipes.w1a1_cpu_recipe``): BONN's layout at WRN-10-2, Adam chosen on
-  val (``configs/plans/w1a1_cpu.py``), BONN's losses off, 12 epochs.
-  Measured, seed 0: 71.05% test (71.18% val) after 43.3 min of training
-  on a family-25 EPYC (results/bonn/plain_s0/).
+  (``recipes.w1a1_cpu_recipe``): BONN's layout and conv at WRN-10-2 with
+  Bi-Real's shortcut around every 1-bit conv, Adam chosen on val
+  (``configs/plans/w1a1_cpu.py``), BONN's losses off, 15 epochs.
+  Measured, seed 0, the first recipe (one shortcut per block, 12 epochs):
+  71.05% test (71.18% val) after 43.3 min of training on a family-25 EPYC
+  (results/bonn/v2/plain_s0/).
 * smoke -- a tiny WRN on a few hundred images, for tests (< 1 minute).
 
 Command (offline copy of CIFAR-10)::
