@@ -92,6 +92,9 @@ def main(argv=None):
   parser.add_argument('--batch', default='1,128')
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--rounds', type=int, default=3)
+  parser.add_argument('--min_round_s', type=float, default=0.05,
+                      help='each round repeats a forward until it lasts this '
+                      'long (batch 1 calls take ~0.1 ms)')
   parser.add_argument('--impls', default='native,packed,xla,onednn,torch',
                       help="'native', 'onednn' and 'torch' are skipped where "
                       'absent')
@@ -135,7 +138,8 @@ def main(argv=None):
         for _ in range(args.rounds):
           for impl in impls:
             times[impl].append(conv_bench.seconds_per_call(
-              forwards[impl], inputs[impl], repeats=args.repeats))
+                forwards[impl], inputs[impl], repeats=args.repeats,
+                min_seconds=args.min_round_s))
         ms = {impl: 1e3 * statistics.median(t) for impl, t in times.items()}
         base = ms.get('xla', ms[impls[0]])
         print(f'{model:>9} {batch:>5} {size:>4}^2 {cin:>4} {cout:>4} '

@@ -32,12 +32,20 @@ SHAPES = [
 ]
 
 
-def seconds_per_call(fn, *args, repeats: int) -> float:
+def seconds_per_call(fn, *args, repeats: int, min_seconds: float = 0.0
+                     ) -> float:
+  """Mean seconds of a call, after one untimed call.
+
+  At least ``repeats`` calls, and more until they last ``min_seconds``
+  (``timeit``'s autorange): a call of 0.1 ms timed 5 times is mostly the
+  clock's and the scheduler's noise.
+  """
   jax.block_until_ready(fn(*args))
-  start = time.perf_counter()
-  for _ in range(repeats):
+  calls, start = 0, time.perf_counter()
+  while calls < repeats or time.perf_counter() - start < min_seconds:
     jax.block_until_ready(fn(*args))
-  return (time.perf_counter() - start) / repeats
+    calls += 1
+  return (time.perf_counter() - start) / calls
 
 
 def main(argv=None):

@@ -3,6 +3,7 @@
 import collections
 import json
 import re
+import time
 
 import jax
 import jax.numpy as jnp
@@ -126,6 +127,24 @@ def table_rows(out: str, first_word: str) -> list[list[str]]:
   """The printed rows that start with ``first_word``, split on spaces."""
   return [line.split() for line in out.splitlines()
           if line.split()[:1] == [first_word]]
+
+
+def test_seconds_per_call_repeats_until_the_round_lasts_min_seconds():
+  calls = []
+
+  def sleeps_1ms():
+    calls.append(1)
+    time.sleep(0.001)
+    return 0
+
+  # One untimed call, then exactly `repeats` timed ones.
+  assert conv_bench.seconds_per_call(sleeps_1ms, repeats=3) >= 0.001
+  assert len(calls) == 4
+  calls.clear()
+  # Then until the timed calls last 30 ms: at most 31 of >= 1 ms each.
+  assert conv_bench.seconds_per_call(sleeps_1ms, repeats=1,
+                                     min_seconds=0.03) >= 0.001
+  assert 2 < len(calls) <= 32
 
 
 def test_conv_bench_times_each_lowering_per_shape(capsys):
