@@ -156,7 +156,8 @@ def contraction_libraries(hlo_text: str) -> dict[str, collections.Counter]:
 
   Which library XLA:CPU gave each convolution and dot of the step: a fusion
   whose kind is in ``LIBRARY_FUSIONS``, a oneDNN custom call (XLA's, or
-  bonnkd's own, :mod:`bonnkd.cpu.onednn`), or else XLA's own code ('XLA (Eigen)': its convolutions call Eigen). Only the step's own
+  bonnkd's own, :mod:`bonnkd.cpu.onednn`), or else XLA's own code
+  ('XLA (Eigen)': its convolutions call Eigen). Only the step's own
   operations (the ENTRY computation) are read.
   """
   computations = _computations(hlo_text)
