@@ -27,9 +27,10 @@ Presets (``configs/phase1_bonn_wrn.py:<preset>``):
   (``recipes.w1a1_cpu_recipe``): BONN's layout and conv at WRN-10-2 with
   Bi-Real's shortcut around every 1-bit conv, Adam chosen on val
   (``configs/plans/w1a1_cpu.py``), BONN's losses off, 15 epochs.
-  Measured, seed 0, the first recipe (one shortcut per block, 12 epochs):
-  71.05% test (71.18% val) after 43.3 min of training on a family-25 EPYC
-  (results/bonn/v2/plain_s0/).
+  Measured, seeds 0 and 1: 73.28% and 73.38% test (73.12 / 73.22% val)
+  after 43.7 and 44.1 min of training on a family-25 EPYC
+  (results/bonn/plain_s0/, plain_s1/); the first recipe (one shortcut per
+  block, 12 epochs) 71.05% (results/bonn/v2/plain_s0/).
 * smoke -- a tiny WRN on a few hundred images, for tests (< 1 minute).
 
 Command (offline copy of CIFAR-10)::
