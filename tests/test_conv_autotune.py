@@ -21,17 +21,18 @@ def fresh_plan(monkeypatch, tmp_path):
 def test_conv_shapes_lists_each_distinct_conv_once():
   model = models.WideResNet(depth=10, width=1)
   shapes = conv_autotune.conv_shapes(model, batch_size=8)
-  # WRN-10-1: stem 3->16 at 32x32; group0: 16->16 twice (one shape);
-  # group1: 16->32 strided 3x3, 32->32, 1x1 shortcut; group2 likewise.
+  # WRN-10-1, in the order the forward calls them: stem 3->16 at 32x32;
+  # group0: 16->16 twice (one shape); group1: 16->32 strided 3x3, the 1x1
+  # shortcut, 32->32; group2 likewise.
   assert shapes == [
       ((8, 32, 32, 3), (3, 3, 3, 16), (1, 1)),
       ((8, 32, 32, 16), (3, 3, 16, 16), (1, 1)),
       ((8, 32, 32, 16), (3, 3, 16, 32), (2, 2)),
-      ((8, 16, 16, 32), (3, 3, 32, 32), (1, 1)),
       ((8, 32, 32, 16), (1, 1, 16, 32), (2, 2)),
+      ((8, 16, 16, 32), (3, 3, 32, 32), (1, 1)),
       ((8, 16, 16, 32), (3, 3, 32, 64), (2, 2)),
-      ((8, 8, 8, 64), (3, 3, 64, 64), (1, 1)),
       ((8, 16, 16, 32), (1, 1, 32, 64), (2, 2)),
+      ((8, 8, 8, 64), (3, 3, 64, 64), (1, 1)),
   ]
 
 
