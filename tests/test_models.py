@@ -170,9 +170,15 @@ def test_invalid_depth_and_mode():
     abstract_params(models.ResNet((1, 1), (8, 16), binarize='middle'))
 
 
-def block_calls(model, x):
-  """Every module call of a train-mode forward: path -> (input, output)."""
-  variables = model.init(jax.random.key(0), x)
+def module_calls(model, x):
+  """Every module call of a train-mode forward: path -> (input, output).
+
+  BatchNorm scales are set to 1 (the ResNet's last BN of a block starts at
+  0, which would hide its branch).
+  """
+  variables = jax.tree_util.tree_map_with_path(
+      lambda path, v: jnp.ones_like(v) if path[-1].key == 'scale' else v,
+      model.init(jax.random.key(0), x))
   calls = {}
 
   def record(next_fun, args, kwargs, context):
@@ -194,7 +200,7 @@ def test_every_conv_shortcuts_wrap_each_wrn_conv():
   model = models.WideResNet(16, 2, binarize='inner', binarize_what='both',
                             shortcuts='every_conv')
   x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
-  calls = block_calls(model, x)
+  calls = module_calls(model, x)
   close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5)
   for block in ('group0_block0', 'group0_block1'):
     conv = lambda name: calls[f'{block}/{name}'][1]
@@ -204,7 +210,7 @@ def test_every_conv_shortcuts_wrap_each_wrn_conv():
     close(calls[f'{block}/bn2'][0], h)
     close(calls[block][1], h + conv('conv2'))
   # The same model with one shortcut per block: bn2 reads conv1 alone.
-  calls = block_calls(model.clone(shortcuts='block'), x)
+  calls = module_calls(model.clone(shortcuts='block'), x)
   close(calls['group0_block1/bn2'][0], calls['group0_block1/conv1'][1])
 
 
@@ -215,7 +221,7 @@ def test_every_conv_shortcuts_wrap_each_resnet_conv():
   model = models.ResNet((2, 1), (8, 16), binarize='inner',
                         binarize_what='both', shortcuts='every_conv')
   x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
-  calls = block_calls(model, x)
+  calls = module_calls(model, x)
   close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5)
   for block in ('stage0_block1', 'stage1_block0'):
     out = lambda name: calls[f'{block}/{name}'][1]
