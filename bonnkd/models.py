@@ -231,7 +231,9 @@ class ResNetBlock(nn.Module):
   it, and the sign of a ReLU output would be all +1, while hardtanh keeps
   the sign of the pre-activation and bounds the residual stream to [-1, 1].
   ``shortcuts='every_conv'`` is those papers' CIFAR block (Bi-Real's):
-  ``h = act(x + bn1(conv1(x)))``, then ``act(h + bn2(conv2(h)))``.
+  ``h = act(s + bn1(conv1(x)))``, then ``act(h + bn2(conv2(h)))``, with
+  ``s`` the block's shortcut of ``x`` (``x`` itself, or the 1x1 conv and
+  BN where width or stride change).
   """
 
   features: int
@@ -256,7 +258,8 @@ class ResNetBlock(nn.Module):
     else:
       y = act(y)
     y = self.conv('inner', self.features, name='conv2')(y)
-    # Zero-init of the last BN scale: each block starts as the identity.
+    # Zero-init of the last BN scale: each block starts as the identity
+    # ('block'), or as its first half ('every_conv').
     y = norm(name='bn2', scale_init=nn.initializers.zeros)(y)
     return act(x + y)
 
