@@ -54,6 +54,7 @@ import numpy as np
 from bonnkd import train
 from bonnkd.config import files
 from bonnkd.config import overrides
+from bonnkd.cpu import onednn
 
 CATEGORIES = ('conv forward', 'conv backward', 'layout copies', 'BatchNorm',
               'augmentation', 'other', 'untraced', 'host')
@@ -109,20 +110,23 @@ def _fused_lines(line: str, computations) -> list[str]:
       calls.group(1) if calls else None, [])]
 
 
-# bonnkd's own oneDNN convolutions (bonnkd.cpu.onednn.TARGETS), custom calls
-# that XLA knows only by their target: the contraction each computes.
-BONNKD_ONEDNN_KINDS = {'bonnkd_onednn_conv_fwd': 'convolution',
-                       'bonnkd_onednn_conv_bwd_data': 'convolution',
-                       'bonnkd_onednn_conv_bwd_weights': 'weight-grad'}
+def _bonnkd_onednn_kind(line: str) -> str | None:
+  """The contraction of one of bonnkd's own oneDNN custom calls
+  (:data:`bonnkd.cpu.onednn.TARGETS`, known to XLA only by their target):
+  'weight-grad' or 'convolution'; None for any other line."""
+  target = re.search(r'custom_call_target="(\w+)"', line)
+  if not target or target.group(1) not in onednn.TARGETS:
+    return None
+  return ('weight-grad' if target.group(1).endswith('_bwd_weights')
+          else 'convolution')
 
 
 def _contraction_kinds(lines) -> list[str]:
   """'convolution', 'weight-grad' or 'dot' for each contraction in ``lines``."""
   kinds = []
   for text in lines:
-    target = re.search(r'custom_call_target="(\w+)"', text)
-    if target and target.group(1) in BONNKD_ONEDNN_KINDS:
-      kinds.append(BONNKD_ONEDNN_KINDS[target.group(1)])
+    if onednn_kind := _bonnkd_onednn_kind(text):
+      kinds.append(onednn_kind)
     elif kind := re.search(r'= \S+ (convolution|dot)\(', text):
       # XLA writes a weight gradient as a convolution whose window spans the
       # activation map (e.g. 16x16), with no op_name of its own.
@@ -168,9 +172,9 @@ def contraction_libraries(hlo_text: str) -> dict[str, collections.Counter]:
     if 'custom_call_target="__onednn$' in line:
       library = 'oneDNN'
       kinds = [re.search(r'__onednn\$(\w+)', line).group(1)]
-    elif 'custom_call_target="bonnkd_onednn_' in line:
+    elif onednn_kind := _bonnkd_onednn_kind(line):
       library = 'oneDNN (bonnkd)'
-      kinds = _contraction_kinds([line])
+      kinds = [onednn_kind]
     else:
       library = LIBRARY_FUSIONS.get(kind.group(1) if kind else '',
                                     'XLA (Eigen)')

@@ -170,6 +170,10 @@ def test_invalid_depth_and_mode():
     abstract_params(models.ResNet((1, 1), (8, 16), binarize='middle'))
 
 
+assert_close = functools.partial(np.testing.assert_allclose, rtol=1e-5,
+                                 atol=1e-5)
+
+
 def module_calls(model, x):
   """Every module call of a train-mode forward: path -> (input, output).
 
@@ -201,17 +205,16 @@ def test_every_conv_shortcuts_wrap_each_wrn_conv():
                             shortcuts='every_conv')
   x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
   calls = module_calls(model, x)
-  close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5)
   for block in ('group0_block0', 'group0_block1'):
     conv = lambda name: calls[f'{block}/{name}'][1]
     x_in = calls[f'{block}/bn1'][0]
     s = conv('shortcut') if block == 'group0_block0' else x_in
     h = s + conv('conv1')
-    close(calls[f'{block}/bn2'][0], h)
-    close(calls[block][1], h + conv('conv2'))
+    assert_close(calls[f'{block}/bn2'][0], h)
+    assert_close(calls[block][1], h + conv('conv2'))
   # The same model with one shortcut per block: bn2 reads conv1 alone.
   calls = module_calls(model.clone(shortcuts='block'), x)
-  close(calls['group0_block1/bn2'][0], calls['group0_block1/conv1'][1])
+  assert_close(calls['group0_block1/bn2'][0], calls['group0_block1/conv1'][1])
 
 
 def test_every_conv_shortcuts_wrap_each_resnet_conv():
@@ -222,14 +225,13 @@ def test_every_conv_shortcuts_wrap_each_resnet_conv():
                         binarize_what='both', shortcuts='every_conv')
   x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
   calls = module_calls(model, x)
-  close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5)
   for block in ('stage0_block1', 'stage1_block0'):
     out = lambda name: calls[f'{block}/{name}'][1]
     x_in = calls[f'{block}/conv1'][0]
     s = out('shortcut_bn') if block == 'stage1_block0' else x_in
     h = np.clip(s + out('bn1'), -1, 1)
-    close(calls[f'{block}/conv2'][0], h)
-    close(calls[block][1], np.clip(h + out('bn2'), -1, 1))
+    assert_close(calls[f'{block}/conv2'][0], h)
+    assert_close(calls[block][1], np.clip(h + out('bn2'), -1, 1))
 
 
 @pytest.mark.parametrize('model', [
