@@ -83,12 +83,13 @@ class _ConvFactory:
   """Builds the QuantConv of each conv role ('stem', 'inner', 'shortcut')."""
 
   def __init__(self, binarize, binarize_what, quantizer, weight_scale,
-               conv_impl, dtype):
+               modulation_init, conv_impl, dtype):
     self.binarize = binarize
     self.weights = binarize_what in ('weights', 'both')
     self.inputs = binarize_what in ('activations', 'both')
     self.quantizer = quantizer
     self.weight_scale = weight_scale
+    self.modulation_init = modulation_init
     self.conv_impl = conv_impl
     self.dtype = dtype
 
@@ -114,6 +115,7 @@ class _ConvFactory:
         binarize_inputs=binary and self.inputs,
         quantizer=self.quantizer,
         weight_scale=self.weight_scale,
+        modulation_init=self.modulation_init,
         conv_impl=self.conv_impl,
         dtype=self.dtype,
         name=name,
@@ -171,6 +173,8 @@ class WideResNet(nn.Module):
     binarize_what: one of :data:`BINARIZE_WHAT`.
     quantizer: name in :data:`bonnkd.binary.quantizers.QUANTIZERS`.
     weight_scale: one of :data:`bonnkd.binary.layers.WEIGHT_SCALES`.
+    modulation_init: one of :data:`bonnkd.binary.layers.MODULATION_INITS`,
+      how a learned modulation vector starts.
     shortcuts: one of :data:`SHORTCUTS` (see the module docstring).
     dropout_rate: dropout between the two convs of a block.
     conv_impl: see :func:`bonnkd.binary.layers.conv2d`.
@@ -185,6 +189,7 @@ class WideResNet(nn.Module):
   binarize_what: str = 'both'
   quantizer: str = 'ste_sign'
   weight_scale: str = 'modulation'
+  modulation_init: str = 'xnor'
   shortcuts: str = 'block'
   dropout_rate: float = 0.0
   conv_impl: str = 'auto'
@@ -193,7 +198,8 @@ class WideResNet(nn.Module):
   def __post_init__(self):
     _validate_wide_resnet(self.depth, self.width, self.dropout_rate)
     _validate_binarization(self.binarize, self.binarize_what, self.quantizer,
-                           self.weight_scale, self.conv_impl)
+                           self.weight_scale, self.modulation_init,
+                           self.conv_impl)
     _validate_shortcuts(self.shortcuts)
     super().__post_init__()
 
@@ -201,7 +207,8 @@ class WideResNet(nn.Module):
   def __call__(self, x, train: bool = False):
     blocks_per_group = (self.depth - 4) // 6
     conv = _ConvFactory(self.binarize, self.binarize_what, self.quantizer,
-                        self.weight_scale, self.conv_impl, self.dtype)
+                        self.weight_scale, self.modulation_init,
+                        self.conv_impl, self.dtype)
     x = conv('stem', 16, name='stem')(x)
     for group, base in enumerate((16, 32, 64)):
       for block in range(blocks_per_group):
@@ -285,8 +292,8 @@ class ResNet(nn.Module):
     stage_sizes: blocks per stage; (2, 2, 2, 2) is ResNet-18.
     widths: channels per stage; (64, 128, 256, 512) is ResNet-18.
     num_classes: size of the classifier.
-    binarize, binarize_what, quantizer, weight_scale, shortcuts: as
-      :class:`WideResNet`'s.
+    binarize, binarize_what, quantizer, weight_scale, modulation_init,
+      shortcuts: as :class:`WideResNet`'s.
     conv_impl: see :func:`bonnkd.binary.layers.conv2d`.
     dtype: as :class:`WideResNet`'s.
   """
@@ -298,6 +305,7 @@ class ResNet(nn.Module):
   binarize_what: str = 'both'
   quantizer: str = 'ste_sign'
   weight_scale: str = 'modulation'
+  modulation_init: str = 'xnor'
   shortcuts: str = 'block'
   conv_impl: str = 'auto'
   dtype: Any = jnp.float32
@@ -305,14 +313,16 @@ class ResNet(nn.Module):
   def __post_init__(self):
     _validate_resnet(self.stage_sizes, self.widths)
     _validate_binarization(self.binarize, self.binarize_what, self.quantizer,
-                           self.weight_scale, self.conv_impl)
+                           self.weight_scale, self.modulation_init,
+                           self.conv_impl)
     _validate_shortcuts(self.shortcuts)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     conv = _ConvFactory(self.binarize, self.binarize_what, self.quantizer,
-                        self.weight_scale, self.conv_impl, self.dtype)
+                        self.weight_scale, self.modulation_init,
+                        self.conv_impl, self.dtype)
     norm = functools.partial(_BatchNorm, use_running_average=not train,
                              dtype=self.dtype)
     act = _block_activation(conv)
@@ -369,7 +379,7 @@ def _validate_resnet(stage_sizes, widths) -> None:
 
 
 def _validate_binarization(binarize, binarize_what, quantizer, weight_scale,
-                           conv_impl) -> None:
+                           modulation_init, conv_impl) -> None:
   """The fields every model shares: which convs are 1-bit, and how."""
   validation.check(binarize in BINARIZE_MODES, 'model.binarize', binarize,
         f'one of {BINARIZE_MODES}')
@@ -385,6 +395,9 @@ def _validate_binarization(binarize, binarize_what, quantizer, weight_scale,
       weight_scale, f'a scale other than BONN\'s 1-bit conv with '
       f'model.quantizer={quantizer!r} (it signs its weights; a sign '
       f'quantizer: {quantizers.SIGN_QUANTIZERS})')
+  validation.check(modulation_init in layers.MODULATION_INITS,
+                   'model.modulation_init', modulation_init,
+                   f'one of {layers.MODULATION_INITS}')
   validation.check(conv_impl in layers.CONV_IMPLS, 'model.conv_impl', conv_impl,
         f'one of {layers.CONV_IMPLS}')
 

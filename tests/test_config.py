@@ -70,6 +70,7 @@ def test_unknown_preset():
     ('model.quantizer', 'sign_ste', 'model.quantizer.*ste_sign'),
     ('model.weight_scale', 'l2', 'model.weight_scale.*modulation'),
     ('model.shortcuts', 'bireal', 'model.shortcuts.*every_conv'),
+    ('model.modulation_init', 'ones', 'model.modulation_init.*normal'),
     ('model.depth', 12, 'model.depth.*6n \\+ 4'),
     ('model.conv_impl', 'fft', 'model.conv_impl'),
     ('optim.lr', -0.1, 'optim.lr=-0.1.*> 0'),

@@ -113,6 +113,53 @@ def test_modulation_starts_at_xnor_alpha_and_is_trained():
   assert not np.allclose(new['modulation'], params['modulation'])
 
 
+def test_modulation_init_xnor_is_mean_abs_k_and_normal_is_standard_normal():
+  x = jnp.zeros((1, 4, 4, 64), jnp.float32)
+  for scale in layers.MODULATED_SCALES:
+    xnor = layers.QuantConv(512, binarize_weights=True, weight_scale=scale)
+    params = _init(xnor, x)['params']
+    np.testing.assert_allclose(
+        params['modulation'],
+        np.mean(np.abs(np.asarray(params['kernel'])), axis=(0, 1, 2)),
+        rtol=1e-5)
+    normal = layers.QuantConv(512, binarize_weights=True, weight_scale=scale,
+                              modulation_init='normal')
+    params = _init(normal, x)['params']
+    w = np.asarray(params['modulation'], np.float64)
+    # BONN's random w: N(0, 1) per output channel, whatever the kernel's
+    # scale (Kaiming here: mean |k| ~ 0.05); 512 draws, 5 standard errors.
+    assert w.shape == (512,)
+    assert abs(w.mean()) < 5 / np.sqrt(512)
+    assert abs(w.std() - 1.0) < 5 / np.sqrt(2 * 512)
+    assert abs(np.mean(np.abs(w)) - np.sqrt(2 / np.pi)) < 0.1
+    assert np.mean(w < 0) > 0.4
+  with pytest.raises(ValueError, match='modulation_init.*normal'):
+    _init(layers.QuantConv(4, binarize_weights=True, modulation_init='ones'),
+          x)
+
+
+def test_models_pass_modulation_init_to_every_modulated_conv():
+  x = jnp.zeros((1, 8, 8, 3), jnp.float32)
+  for model in (models.WideResNet(depth=10, width=1, binarize='inner',
+                                  weight_scale='layer_modulation',
+                                  modulation_init='normal'),
+                models.ResNet(stage_sizes=(1, 1), widths=(8, 16),
+                              binarize='inner', modulation_init='normal')):
+    params = model.init(jax.random.key(0), x)['params']
+    flat = {'/'.join(k.key for k in path): v for path, v in
+            jax.tree_util.tree_leaves_with_path(params)}
+    modulations = {p: v for p, v in flat.items() if p.endswith('/modulation')}
+    assert len(modulations) == len(models.latent_kernel_paths(model)) > 0
+    for path, w in modulations.items():
+      kernel = flat[path.replace('/modulation', '/kernel')]
+      # Not XNOR's start (positive, mean |k|): signed, far larger.
+      assert not np.allclose(
+          w, np.mean(np.abs(np.asarray(kernel)), axis=(0, 1, 2)))
+  with pytest.raises(errors.ConfigError, match='model.modulation_init'):
+    models.WideResNet(depth=10, width=1, binarize='inner',
+                      modulation_init='ones')
+
+
 def test_bonns_conv_scales_by_the_layer_mean_of_the_modulations_magnitude():
   # BONN, Eq. 3.111: the forward pass replaces every w_i by the layer's
   # average (of |w_i|, as RBONN's code); the vector itself is learned.

@@ -30,6 +30,21 @@ where ``q`` is a sign quantizer with a surrogate gradient
                     initialised from the kernel: only the kernel loss reads
                     them (:mod:`bonnkd.binary.bayesian_losses`).
 
+The learned vector starts as ``modulation_init`` says
+(:data:`MODULATION_INITS`):
+
+* ``'xnor'``:   XNOR's mean |W| of the initial kernel per output channel
+                (the default; every run made before the field had it);
+* ``'normal'``: a standard normal draw per output channel, BONN's random
+                initialisation of w (the book's Algorithm 5, line 1:
+                "Initialize k and w randomly"; the distribution is not
+                given there, and the same group's RBONN code draws
+                ``torch.randn(C_out, 1, 1, 1)``). With
+                ``'layer_modulation'`` the layer's scale then starts at
+                mean |N(0, 1)| = 0.80, twelve times XNOR's 0.066 for a
+                Kaiming-normal kernel of 9 x 32 inputs: the 1-bit conv's
+                share of a residual sum starts larger.
+
 Why flax.linen: bonnkd follows flax ``examples/`` and big_vision, whose
 ``{'params', 'batch_stats'}`` trees orbax saves and restores as plain pytrees.
 """
@@ -46,12 +61,15 @@ from bonnkd.binary import quantizers
 from bonnkd.cpu import onednn
 
 __all__ = ['conv2d', 'QuantConv', 'WEIGHT_SCALES', 'MODULATED_SCALES',
-           'output_scale', 'prior_init', 'CONV_IMPLS',
+           'output_scale', 'prior_init', 'MODULATION_INITS',
+           'modulation_init', 'CONV_IMPLS',
            'CPU_LOWERINGS', 'lowering', 'conv_shape_key', 'use_cpu_conv_plan']
 
 WEIGHT_SCALES = ('none', 'xnor', 'modulation', 'layer_modulation')
 # The scales with a learned modulation vector (BONN's kernel loss reads it).
 MODULATED_SCALES = ('modulation', 'layer_modulation')
+# How the modulation vector starts (see the module docstring).
+MODULATION_INITS = ('xnor', 'normal')
 CONV_IMPLS = ('auto', 'native', 'im2col', 'onednn')
 # What 'auto' chooses among on CPU (bonnkd.cpu.conv_autotune), per shape.
 CPU_LOWERINGS = ('native', 'im2col', 'onednn')
@@ -181,6 +199,24 @@ def output_scale(weight_scale: str, kernel, modulation=None):
       f'weight_scale must be one of {WEIGHT_SCALES}, got {weight_scale!r}.')
 
 
+def modulation_init(name: str, key, kernel):
+  """The learned modulation vector at the start, (C_out,) float32.
+
+  Args:
+    name: one of :data:`MODULATION_INITS`: ``'xnor'``, mean |k| over each
+      output channel's entries; ``'normal'``, N(0, 1) per output channel
+      (BONN's random w).
+    key: the PRNG key of the parameter (read by ``'normal'`` only).
+    kernel: the initial latent kernel, (kh, kw, C_in, C_out).
+  """
+  if name == 'xnor':
+    return quantizers.xnor_weight_scale(kernel).reshape(-1)
+  if name == 'normal':
+    return jax.random.normal(key, (kernel.shape[-1],), jnp.float32)
+  raise ValueError(
+      f'modulation_init must be one of {MODULATION_INITS}, got {name!r}.')
+
+
 def prior_init(kernel):
   """BONN's prior of one layer at the start (Eqs. 3.118-3.119).
 
@@ -205,6 +241,8 @@ class QuantConv(nn.Module):
     quantizer: name in :data:`bonnkd.binary.quantizers.QUANTIZERS` used for both.
     weight_scale: one of :data:`WEIGHT_SCALES` (see the module docstring);
       only used when ``binarize_weights``.
+    modulation_init: one of :data:`MODULATION_INITS`, how a learned
+      modulation vector starts (see the module docstring).
     conv_impl: see :func:`conv2d`.
     kernel_init: initializer of the latent real-valued kernel.
     dtype: dtype of the computation (inputs, kernel and output); the
@@ -221,6 +259,7 @@ class QuantConv(nn.Module):
   binarize_inputs: bool = False
   quantizer: str = 'ste_sign'
   weight_scale: str = 'modulation'
+  modulation_init: str = 'xnor'
   conv_impl: str = 'auto'
   kernel_init: nn.initializers.Initializer = nn.initializers.kaiming_normal()
   dtype: Any = jnp.float32
@@ -247,10 +286,9 @@ class QuantConv(nn.Module):
     if self.binarize_weights:
       modulation = None
       if self.weight_scale in MODULATED_SCALES:
-        # Starts as XNOR's alpha of the initial kernel, then is learned.
         modulation = self.param(
             'modulation',
-            lambda _, k: quantizers.xnor_weight_scale(k).reshape(-1),
+            lambda key, k: modulation_init(self.modulation_init, key, k),
             kernel,
         )
       scale = output_scale(self.weight_scale, kernel, modulation)

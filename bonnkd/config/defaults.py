@@ -43,6 +43,9 @@ def base_config() -> ml_collections.ConfigDict:
   # 'none', 'xnor' (mean |W|), 'modulation' (learned per channel, MCN) or
   # 'layer_modulation' (BONN's 1-bit conv: bonnkd.binary.layers).
   config.model.weight_scale = 'modulation'
+  # How a learned modulation vector starts: 'xnor' (mean |W| per channel) or
+  # 'normal' (BONN's random w); bonnkd.binary.layers.MODULATION_INITS.
+  config.model.modulation_init = 'xnor'
   # Residual paths: 'block' (one per block) or 'every_conv' (Bi-Real: one
   # around each 3x3 conv); bonnkd.models.SHORTCUTS.
   config.model.shortcuts = 'block'
@@ -133,6 +136,7 @@ def base_config() -> ml_collections.ConfigDict:
 def resnet_model(stage_sizes, widths, binarize: str = 'none',
                  binarize_what: str = 'both', quantizer: str = 'ste_sign',
                  weight_scale: str = 'modulation',
+                 modulation_init: str = 'xnor',
                  shortcuts: str = 'block') -> ml_collections.ConfigDict:
   """``config.model`` for a :class:`bonnkd.models.ResNet`.
 
@@ -142,7 +146,8 @@ def resnet_model(stage_sizes, widths, binarize: str = 'none',
   return ml_collections.ConfigDict(dict(
       name='resnet', stage_sizes=tuple(stage_sizes), widths=tuple(widths),
       binarize=binarize, binarize_what=binarize_what, quantizer=quantizer,
-      weight_scale=weight_scale, shortcuts=shortcuts, conv_impl='auto'))
+      weight_scale=weight_scale, modulation_init=modulation_init,
+      shortcuts=shortcuts, conv_impl='auto'))
 
 
 def steps_per_epoch(num_train_examples: int, batch_size: int) -> int:

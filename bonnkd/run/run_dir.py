@@ -85,6 +85,7 @@ ADDED_LATER = {
     'model.quantizer': 'ste_sign',
     'model.weight_scale': 'modulation',
     'model.shortcuts': 'block',
+    'model.modulation_init': 'xnor',
 }
 
 

@@ -24,6 +24,10 @@ Stages (``configs/plans/w1a1_cpu.py:<stage>``):
   around every 1-bit conv (``model.shortcuts='every_conv'``; the CIFAR
   blocks of IR-Net, ReCU and BiPer) next to the ``conv`` stage's run, which
   has one per block as BONN's WRN.
+* ``init`` -- at the chosen optimizer, conv and shortcuts, BONN's random
+  start of the modulation vector w (``model.modulation_init='normal'``, the
+  book's Algorithm 5, line 1) next to the ``shortcuts`` stage's run, whose
+  w starts at XNOR's mean |k|.
 * ``losses`` -- BONN's loss weights at the recipe, on the same proxy (the
   recipe's model and optimizer for 2 epochs): lambda alone and theta alone
   (the feature loss summed over the batch, BONN's units, so theta's grid
@@ -103,6 +107,8 @@ def get_plan(stage: str = 'optimizer'):
                 expected_min=PROXY_MIN)]
   if stage == 'shortcuts':
     return [_proxy('shortcuts_every_conv', 'model.shortcuts=every_conv')]
+  if stage == 'init':
+    return [_proxy('init_normal', 'model.modulation_init=normal')]
   if stage == 'losses':
     return ([_proxy(f'kernel{k:g}', f'bonn.kernel_weight={k}')
              for k in KERNEL_WEIGHTS]
@@ -122,4 +128,5 @@ def get_plan(stage: str = 'optimizer'):
     return [Run(f'plain_s{seed}', RECIPE, seed=seed, expected_min=RECIPE_MIN)
             for seed in SEEDS]
   raise ValueError(f"Unknown stage {stage!r}: 'optimizer', 'conv', "
-                   "'shortcuts', 'losses', 'teacher', 'kd' or 'plain'.")
+                   "'shortcuts', 'init', 'losses', 'teacher', 'kd' or "
+                   "'plain'.")
