@@ -253,3 +253,40 @@ def test_one_thread_and_all_cores_compute_the_same(x_shape, kernel_shape):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
   with pytest.raises(ValueError, match='0 \\(all cores\\)'):
     onednn.set_threads(-1)
+
+
+@needs_onednn
+def test_concurrent_calls_compute_what_calls_one_at_a_time_do():
+  # Eight independent convs and their gradients in one step: XLA:CPU's pool
+  # starts independent ones together, and with concurrent calls each
+  # calling thread runs primitives of its own.
+  rng = np.random.default_rng(5)
+  shapes = [((8, 16, 16, 16), (3, 3, 16, 32)), ((8, 8, 8, 32), (3, 3, 32, 32)),
+            ((8, 16, 16, 8), (1, 1, 8, 16)), ((4, 16, 16, 16), (3, 3, 16, 16))]
+  args = [(jnp.asarray(rng.normal(size=x), jnp.float32),
+           jnp.asarray(rng.normal(size=k), jnp.float32))
+          for x, k in shapes * 2]
+
+  def loss(args):
+    return sum(jnp.sum(jnp.tanh(onednn.conv2d(x, k, (1, 1), 'SAME')))
+               for x, k in args)
+
+  step = jax.jit(jax.value_and_grad(loss))
+  results = {}
+  try:
+    for concurrent in (False, True, False, True):
+      onednn.set_concurrent(concurrent)
+      results.setdefault(concurrent, []).append(jax.device_get(step(args)))
+  finally:
+    onednn.set_concurrent(onednn.DEFAULT_CONCURRENT)
+  reference = jax.device_get(jax.jit(jax.value_and_grad(
+      lambda args: sum(jnp.sum(jnp.tanh(lax.conv_general_dilated(
+          x, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))))
+                       for x, k in args)))(args))
+  # One thread a call computes the same sums in the same order, whichever
+  # thread runs it: bit for bit, and XLA's own conv to float tolerance.
+  for got in results[True] + results[False][1:]:
+    jax.tree.map(np.testing.assert_array_equal, got, results[False][0])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
+                                                       atol=1e-3),
+               results[True][0], reference)

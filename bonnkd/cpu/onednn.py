@@ -36,8 +36,9 @@ import numpy as np
 
 from bonnkd.cpu import native_library
 
-__all__ = ['available', 'why_unavailable', 'conv2d', 'set_threads', 'LIBRARY',
-           'ENV', 'THREADS_ENV', 'TARGETS']
+__all__ = ['available', 'why_unavailable', 'conv2d', 'set_threads',
+           'set_concurrent', 'LIBRARY', 'ENV', 'THREADS_ENV', 'CONCURRENT_ENV',
+           'TARGETS']
 
 # '0' keeps XLA's convolutions even where the library is built.
 ENV = 'BONNKD_ONEDNN'
@@ -45,6 +46,10 @@ ENV = 'BONNKD_ONEDNN'
 # :func:`set_threads`.
 THREADS_ENV = 'BONNKD_ONEDNN_THREADS'
 DEFAULT_THREADS = 1
+# '1': calls of one thread each run concurrently; '0': one call at a time;
+# see :func:`set_concurrent`.
+CONCURRENT_ENV = 'BONNKD_ONEDNN_CONCURRENT'
+DEFAULT_CONCURRENT = True
 # FFI target name -> symbol of the library.
 TARGETS = {
     'bonnkd_onednn_conv_fwd': 'BonnkdOnednnConvForward',
@@ -70,9 +75,14 @@ def _loaded(library: ctypes.CDLL, path: str) -> None:
   library.BonnkdOnednnVersion.restype = ctypes.c_char_p
   threads = int(os.environ.get(THREADS_ENV, DEFAULT_THREADS))
   _set_threads(library, threads)
-  logging.info('oneDNN %s convolutions loaded from %s (%s a call, one call '
-               'at a time).', library.BonnkdOnednnVersion().decode(), path,
-               f'{threads} thread(s)' if threads else 'all cores')
+  concurrent = os.environ.get(CONCURRENT_ENV,
+                              str(int(DEFAULT_CONCURRENT))) != '0'
+  library.BonnkdOnednnSetConcurrent(ctypes.c_int(concurrent))
+  logging.info('oneDNN %s convolutions loaded from %s (%s a call, %s).',
+               library.BonnkdOnednnVersion().decode(), path,
+               f'{threads} thread(s)' if threads else 'all cores',
+               'concurrent calls' if concurrent and threads == 1
+               else 'one call at a time')
 
 
 LIBRARY = native_library.NativeLibrary(
@@ -91,25 +101,40 @@ def _set_threads(library: ctypes.CDLL, n: int) -> None:
 def set_threads(n: int) -> None:
   """oneDNN's OpenMP threads for each later call: n, or 0 for all cores.
 
-  One call runs at a time, whatever XLA:CPU's thread pool asks (a lock in
-  the library): XLA runs independent operations at once, such as a conv's
-  input and weight gradients, and concurrent oneDNN calls corrupted memory.
-  The default is one thread a call: with two, the notebook test's run hung
-  in oneDNN's JIT spin barrier, and with one its heap was corrupted, both
-  in a strided 1x1 conv's weight gradient, whose scratchpad oneDNN 3.2
-  overruns; :func:`conv2d` now keeps strided 1x1 convs away from that
-  path, after which the notebook's run went through with one thread and
-  with all cores. One thread a call trained 0.88-1.13x
-  as fast as two on 2 cores (results/README.md), XLA's pool keeping the
-  other core busy; more threads are for a machine where they are measured
-  to pay (``BONNKD_ONEDNN_THREADS``).
+  The default is one thread a call, and calls of one thread run
+  concurrently (:func:`set_concurrent`): XLA:CPU runs independent
+  operations at once, such as a conv's input and weight gradients, on the
+  threads of its pool. Calls of more threads run one at a time (a lock in
+  the library): with two a call, the notebook test's run hung in oneDNN's
+  JIT spin barrier, in a strided 1x1 conv's weight gradient, whose
+  scratchpad oneDNN 3.2 overruns; :func:`conv2d` now keeps strided 1x1
+  convs away from that path, after which the notebook's run went through
+  with one thread and with all cores. More threads are for a machine where
+  they are measured to pay (``BONNKD_ONEDNN_THREADS``; results/README.md).
   """
   if n < 0:
     raise ValueError(f'oneDNN threads must be 0 (all cores) or more, got {n}.')
+  _set_threads(_library(), n)
+
+
+def set_concurrent(on: bool) -> None:
+  """Whether later calls of one thread each may run at once.
+
+  On (the default, ``BONNKD_ONEDNN_CONCURRENT=1``), two convolutions that
+  XLA:CPU's pool starts together run together, one thread each, each
+  calling thread with oneDNN primitives of its own (oneDNN's rule for its
+  default build: a primitive runs in the thread that created it) and each
+  call with its own scratchpad. Off, one call runs at a time, as calls of
+  more threads always do.
+  """
+  _library().BonnkdOnednnSetConcurrent(ctypes.c_int(bool(on)))
+
+
+def _library() -> ctypes.CDLL:
   if not available():
     raise RuntimeError(f'oneDNN convolutions unavailable: '
                        f'{why_unavailable()}.')
-  _set_threads(LIBRARY.library, n)
+  return LIBRARY.library
 
 
 def _pads(x_shape, kernel_shape, strides, padding):

@@ -10,10 +10,12 @@
 //
 // Each handler keeps, per shape and team size, the oneDNN primitive and the
 // kernel layout that primitive chose (format_tag::any: blocked for the JIT
-// kernels), in a cache guarded by a mutex; one call executes at a time
-// (JoinTeam). Activations stay NHWC (no reorder); the kernel is reordered
-// from HWIO into the primitive's layout at each call (and the weight
-// gradient back), a small cost next to the convolution.
+// kernels), in a cache guarded by a mutex. Calls of one thread each run
+// concurrently, each calling thread with primitives of its own; calls of
+// more threads one at a time (JoinTeam). Activations stay NHWC (no
+// reorder); the kernel is reordered from HWIO into the primitive's layout
+// at each call (and the weight gradient back), a small cost next to the
+// convolution.
 
 #include <omp.h>
 
@@ -21,7 +23,9 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <sstream>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 
@@ -61,9 +65,9 @@ struct Geometry {
   memory::dims PadL() const { return {pt, pl}; }
   memory::dims PadR() const { return {pb, pr}; }
 
-  std::string Key(const char* kind, int threads) const {
+  std::string Key(const char* kind, const std::string& team) const {
     std::string key(kind);
-    key += '@' + std::to_string(threads);
+    key += team;
     for (int64_t v : {n, h, w, c, kh, kw, o, oh, ow, sh, sw, pt, pb, pl, pr}) {
       key += ',' + std::to_string(v);
     }
@@ -123,27 +127,49 @@ Geometry MakeGeometry(Dims in, Dims kernel, Dims out, int64_t sh, int64_t sw,
 }
 
 // oneDNN's OpenMP threads per call (0: all cores; 1 by default, see
-// bonnkd/cpu/onednn.py). One call runs at a time: XLA may call these
-// handlers from two threads of its pool at once (a conv's input and weight
-// gradients are independent, and layers share shapes, so share cached
-// primitives), and concurrent calls corrupted the heap (``double free``) in
-// a notebook's run. With two threads a call, a run hung in oneDNN's JIT
-// spin barrier (2026-12-04), in the weight gradient of a strided 1x1 conv,
-// whose scratchpad oneDNN 3.2 overruns (its heap corruption was caught
-// with one thread); bonnkd/cpu/onednn.py never asks for that gradient now.
-// One thread a call by default.
+// bonnkd/cpu/onednn.py). XLA may call these handlers from two threads of
+// its pool at once (a conv's input and weight gradients are independent).
+//
+// Calls of one thread each run concurrently when `concurrent` is set: each
+// calling thread then has primitives of its own (the thread is part of the
+// cache key), which is oneDNN's thread-safety rule for its default build
+// (DNNL_ENABLE_CONCURRENT_EXEC=OFF: a primitive runs in the thread that
+// created it), and every convolution has a scratchpad of its own (user
+// mode). Calls of more threads take a lock, one at a time: two OpenMP teams
+// would oversubscribe the cores, and with two threads a call a run hung in
+// oneDNN's JIT spin barrier (2026-12-04), in the weight gradient of a
+// strided 1x1 conv, whose scratchpad oneDNN 3.2 overruns (the heap
+// corruption that ran as ``double free`` in a notebook's run with
+// concurrent calls); bonnkd/cpu/onednn.py never asks for that gradient now.
 std::atomic<int> num_threads{1};
+std::atomic<bool> concurrent{false};
 
-// Takes the lock and sets this thread's OpenMP team for the call; returns
-// the lock and the team size (part of a cached primitive's key: a
-// primitive made for a team of two waits for a second thread forever).
-std::pair<std::unique_lock<std::mutex>, int> JoinTeam() {
+// A call's place: the lock it holds (none for a concurrent call), and the
+// suffix of its primitives' cache keys, the team size (a primitive made for
+// a team of two waits for a second thread forever) and, for a concurrent
+// call, the calling thread.
+struct Team {
+  std::unique_lock<std::mutex> lock;
+  std::string key;
+};
+
+// Sets this thread's OpenMP team for the call and takes the lock where the
+// call runs alone.
+Team JoinTeam() {
   static std::mutex* mu = new std::mutex();
-  std::unique_lock<std::mutex> lock(*mu);
   int n = num_threads.load();
   n = n > 0 ? n : omp_get_num_procs();
+  Team team;
+  team.key = '@' + std::to_string(n);
+  if (n == 1 && concurrent.load()) {
+    std::ostringstream thread;
+    thread << std::this_thread::get_id();
+    team.key += '#' + thread.str();
+  } else {
+    team.lock = std::unique_lock<std::mutex>(*mu);
+  }
   omp_set_num_threads(n);
-  return {std::move(lock), n};
+  return team;
 }
 
 // Runs ``conv`` with ``args`` plus a scratchpad of its own (thread-safe).
@@ -172,9 +198,9 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32, 4> x, ffi::Buffer<ffi::F32, 4> k,
   Geometry g = MakeGeometry(x.dimensions(), k.dimensions(), y->dimensions(),
                             sh, sw, pt, pb, pl, pr);
   if (auto e = Check(g); e.failure()) return e;
-  auto [lock, threads] = JoinTeam();
+  Team team = JoinTeam();
   try {
-    const Cached& c = Lookup(g.Key("fwd", threads), [&] {
+    const Cached& c = Lookup(g.Key("fwd", team.key), [&] {
       dnnl::convolution_forward::primitive_desc pd(
           Engine(), dnnl::prop_kind::forward_training,
           dnnl::algorithm::convolution_direct, g.Src(), g.AnyWeights(),
@@ -202,9 +228,9 @@ ffi::Error BackwardDataImpl(ffi::Buffer<ffi::F32, 4> dy,
   Geometry g = MakeGeometry(dx->dimensions(), k.dimensions(),
                             dy.dimensions(), sh, sw, pt, pb, pl, pr);
   if (auto e = Check(g); e.failure()) return e;
-  auto [lock, threads] = JoinTeam();
+  Team team = JoinTeam();
   try {
-    const Cached& c = Lookup(g.Key("bwd_data", threads), [&] {
+    const Cached& c = Lookup(g.Key("bwd_data", team.key), [&] {
       auto hint = ForwardDesc(g, dnnl::prop_kind::forward_training);
       dnnl::convolution_backward_data::primitive_desc pd(
           Engine(), dnnl::algorithm::convolution_direct, g.Src(),
@@ -236,9 +262,9 @@ ffi::Error BackwardWeightsImpl(ffi::Buffer<ffi::F32, 4> x,
   Geometry g = MakeGeometry(x.dimensions(), dk->dimensions(),
                             dy.dimensions(), sh, sw, pt, pb, pl, pr);
   if (auto e = Check(g); e.failure()) return e;
-  auto [lock, threads] = JoinTeam();
+  Team team = JoinTeam();
   try {
-    const Cached& c = Lookup(g.Key("bwd_weights", threads), [&] {
+    const Cached& c = Lookup(g.Key("bwd_weights", team.key), [&] {
       auto hint = ForwardDesc(g, dnnl::prop_kind::forward_training);
       dnnl::convolution_backward_weights::primitive_desc pd(
           Engine(), dnnl::algorithm::convolution_direct, g.Src(),
@@ -302,3 +328,7 @@ extern "C" const char* BonnkdOnednnVersion() {
 
 // The team size of later calls: n, or 0 for all cores.
 extern "C" void BonnkdOnednnSetThreads(int n) { num_threads.store(n); }
+
+// Whether later calls of one thread each run concurrently (non-zero) or one
+// at a time.
+extern "C" void BonnkdOnednnSetConcurrent(int on) { concurrent.store(on); }
