@@ -5,7 +5,9 @@ import os
 import shutil
 
 import numpy as np
+import pytest
 
+from bonnkd import errors
 from bonnkd import export
 from bonnkd.tools import report
 from tests.conftest import read_json
@@ -87,3 +89,34 @@ def test_report_of_a_run_without_its_checkpoints(finished_run, tmp_path,
   assert not (out / 'kept_run_confusion.png').exists()
   assert rows[0]['exported_bytes'] is None
   assert 'kept_run: no checkpoint' in capsys.readouterr().out
+  assert 'not exported' in (out / 'comparison.md').read_text()
+  # Its model.npz, exported before the checkpoints were left behind, gives
+  # the exported size.
+  export.main([workdir, '--out', str(kept / 'model.npz')])
+  rows = report.write_report([str(kept)], str(out))
+  assert rows[0]['exported_bytes'] == (kept / 'model.npz').stat().st_size
+
+
+def test_runs_are_named_by_the_fewest_last_parts_that_tell_them_apart(
+    finished_run, tmp_path):
+  assert report.run_names(['a/v1/plain_s0', 'a/bonn/plain_s0/', 'b/kd_s0',
+                           'c/kernel_s1']) == [
+                               'v1/plain_s0', 'bonn/plain_s0', 'kd_s0',
+                               'kernel_s1']
+  assert report.run_names(['x/a/r', 'y/a/r', 'y/b/r']) == [
+      'x/a/r', 'y/a/r', 'b/r']
+  with pytest.raises(errors.UserError, match='given twice'):
+    report.run_names(['a/r', 'a/./r'])
+  # Two runs of one name in a report: figures of each, one row each.
+  _, workdir, _ = finished_run
+  for parent in ('v1', 'v2'):
+    copy = tmp_path / parent / 'run'
+    copy.mkdir(parents=True)
+    for name in ('config.json', 'metrics.jsonl', 'final.json'):
+      shutil.copy(os.path.join(workdir, name), copy / name)
+  out = tmp_path / 'report'
+  rows = report.write_report([str(tmp_path / 'v1' / 'run'),
+                              str(tmp_path / 'v2' / 'run')], str(out))
+  assert [r['run'] for r in rows] == ['v1/run', 'v2/run']
+  assert (out / 'v1_run_curves.png').exists()
+  assert (out / 'v2_run_curves.png').exists()

@@ -9,6 +9,9 @@
       checkpoints/<step>/      orbax: 2 latest, best by val (checkpoints.py)
       damaged_checkpoints/     steps a resume found damaged, moved aside
       final.json               val/test of the best checkpoint (FINAL_FILE)
+      model.npz                the packed inference file (EXPORT_FILE),
+                               where one was exported into the run: kept
+                               when a run is committed without checkpoints
       lock                     while a run writes: its process and host
 
 Everything that reads or writes a run (the trainer, a teacher, ``python -m
@@ -50,12 +53,15 @@ from bonnkd.run import checkpoints
 from bonnkd.run import metrics_log
 
 __all__ = ['RunDir', 'RunInUseError', 'resolve', 'is_run', 'complete',
-           'CONFIG_FILE', 'METRICS_FILE', 'FINAL_FILE', 'LOCK_FILE',
+           'CONFIG_FILE', 'METRICS_FILE', 'FINAL_FILE', 'EXPORT_FILE',
+           'LOCK_FILE',
            'ADDED_LATER', 'RESUMABLE_CHANGES']
 
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
 FINAL_FILE = 'final.json'
+# python -m bonnkd.export RUN_DIR --out RUN_DIR/model.npz
+EXPORT_FILE = 'model.npz'
 LOCK_FILE = 'lock'
 
 # Config keys that may differ when a run is resumed: where the data and the
@@ -243,6 +249,11 @@ class RunDir:
 
   def write_final(self, final: dict) -> None:
     fileio.write_json(self._file(FINAL_FILE), final)
+
+  def exported_model(self) -> str | None:
+    """The path of the run's ``model.npz`` (``bonnkd.export``), or None."""
+    path = self._file(EXPORT_FILE)
+    return path if os.path.isfile(path) else None
 
   # metrics.jsonl and TensorBoard.
 

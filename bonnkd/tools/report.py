@@ -2,7 +2,9 @@
 
   python -m bonnkd.tools.report runs/p1 runs/kd runs/alone --out results/report
 
-For each run (a directory written by ``train_and_evaluate``):
+For each run (a directory written by ``train_and_evaluate``), named by the
+last part of its path, or the last parts where two runs share a last part
+(``v1/plain_s0`` and ``bonn/plain_s0``; ``/`` is ``_`` in file names):
 
 * ``<run>_curves.png`` -- loss and accuracy per epoch: train (the mean of
   the epoch's train records), val, and test where it was measured;
@@ -15,7 +17,8 @@ and for all runs together ``comparison.md`` / ``comparison.csv``: run,
 phase, model, test and val accuracy (from ``final.json``), parameters, share
 of 1-bit parameters and of 1-bit conv weights, size as float32 and with
 1-bit weights (counted), the size of the best checkpoint's exported file
-(:mod:`bonnkd.export`, 1-bit kernels packed; for runs with checkpoints),
+(:mod:`bonnkd.export`, 1-bit kernels packed: exported from the checkpoint,
+or the run's committed ``model.npz`` for a run kept without checkpoints),
 FLOPs, BOPs and OPs = FLOPs + BOPs/64 per image (:mod:`bonnkd.tools.summary`).
 
 The test split is read from the run's own ``config.data``; ``--data_source``
@@ -45,8 +48,8 @@ from bonnkd.training import train_state
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-__all__ = ['load_run', 'epoch_curves', 'confusion_matrix', 'comparison_rows',
-           'write_report']
+__all__ = ['load_run', 'run_names', 'epoch_curves', 'confusion_matrix',
+           'comparison_rows', 'write_report']
 
 TABLE_COLUMNS = ('run', 'phase', 'model', 'test_accuracy', 'val_accuracy',
                  'params', 'binary_share', 'binary_conv_share',
@@ -108,9 +111,31 @@ def split_predictions(config, variables, split, batch_size: int = 500):
   return predictions
 
 
+def run_names(run_dirs) -> list[str]:
+  """Each run's name: the fewest last parts of its path that no other has.
+
+  Raises:
+    errors.UserError: a run is given twice.
+  """
+  parts = [os.path.normpath(os.path.abspath(d)).split(os.sep)
+           for d in run_dirs]
+  duplicates = [d for d, n in collections.Counter(map(tuple, parts)).items()
+                if n > 1]
+  if duplicates:
+    raise errors.UserError(
+        f'The run {os.sep.join(duplicates[0])!r} is given twice.')
+  names = []
+  for p in parts:
+    depth = 1
+    while sum(q[-depth:] == p[-depth:] for q in parts) > 1:
+      depth += 1
+    names.append('/'.join(p[-depth:]))
+  return names
+
+
 def comparison_rows(run_dirs):
   rows = []
-  for run_dir in run_dirs:
+  for run_dir, name in zip(run_dirs, run_names(run_dirs)):
     config, final, _ = load_run(run_dir)
     cost = summary.totals(summary.layer_costs(
         models.create_model(config.model)))
@@ -124,7 +149,7 @@ def comparison_rows(run_dirs):
     if config.kd.enabled:
       model += ' + KD'
     rows.append({
-        'run': os.path.basename(os.path.normpath(run_dir)),
+        'run': name,
         'phase': config.phase,
         'model': model,
         'test_accuracy': final.get('test_accuracy'),
@@ -143,11 +168,16 @@ def comparison_rows(run_dirs):
 
 
 def exported_bytes(run_dir: str) -> int | None:
-  """The size of the run's best checkpoint as ``bonnkd.export`` writes it
-  (None for a run committed without its checkpoints)."""
-  if not run_dir_lib.RunDir.open(run_dir).has_checkpoints():
-    return None
-  return export.nbytes(export.program_of_run(run_dir, 'best'))
+  """The size of the run's best checkpoint as ``bonnkd.export`` writes it.
+
+  Exported from the checkpoint; for a run kept without its checkpoints,
+  the size of its ``model.npz``; None where it has neither.
+  """
+  run = run_dir_lib.RunDir.open(run_dir)
+  if run.has_checkpoints():
+    return export.nbytes(export.program_of_run(run_dir, 'best'))
+  exported = run.exported_model()
+  return os.path.getsize(exported) if exported else None
 
 
 def _percent(value) -> str:
@@ -165,7 +195,7 @@ def _markdown(rows) -> str:
         f'{100 * r["binary_conv_share"]:.1f}%',
         f'{r["size_float32_bits"] / 8 / 1024:,.1f}',
         f'{r["size_1bit_bits"] / 8 / 1024:,.1f}',
-        'no checkpoint' if r['exported_bytes'] is None
+        'not exported' if r['exported_bytes'] is None
         else f'{r["exported_bytes"] / 1024:,.1f}', f'{r["flops"]:,}',
         f'{r["bops"]:,}', f'{r["ops"]:,.0f}') for r in rows])
 
@@ -210,18 +240,18 @@ def _plot_confusion(cm, title, path):
 def write_report(run_dirs, out_dir, data_source=None, data_dir=None):
   """Writes every figure and table; returns the comparison rows."""
   os.makedirs(out_dir, exist_ok=True)
-  for run_dir in run_dirs:
-    name = os.path.basename(os.path.normpath(run_dir))
+  for run_dir, name in zip(run_dirs, run_names(run_dirs)):
     config, final, records = load_run(run_dir)
+    stem = os.path.join(out_dir, name.replace('/', '_'))
     if 'test_accuracy' not in final:
       # A model-selection run (eval_test=False): its test split stays unread.
       _plot_curves(epoch_curves(records),
                    f'{name}: val {100 * final["val_accuracy"]:.2f}%',
-                   os.path.join(out_dir, f'{name}_curves.png'))
+                   f'{stem}_curves.png')
       continue
     _plot_curves(epoch_curves(records),
                  f'{name}: test {100 * final["test_accuracy"]:.2f}%',
-                 os.path.join(out_dir, f'{name}_curves.png'))
+                 f'{stem}_curves.png')
     if not run_dir_lib.RunDir.open(run_dir).has_checkpoints():
       # A run committed without its checkpoints (results/): its numbers and
       # curves are all there is; the confusion matrix needs the weights.
@@ -238,9 +268,8 @@ def write_report(run_dirs, out_dir, data_source=None, data_dir=None):
     cm = confusion_matrix(test.labels,
                           split_predictions(config, variables, test))
     _plot_confusion(cm, f'{name}: test confusion (row-normalised)',
-                    os.path.join(out_dir, f'{name}_confusion.png'))
-    with open(os.path.join(out_dir, f'{name}_per_class.csv'), 'w',
-              newline='') as f:
+                    f'{stem}_confusion.png')
+    with open(f'{stem}_per_class.csv', 'w', newline='') as f:
       writer = csv.writer(f)
       writer.writerow(['class', 'examples', 'correct', 'accuracy'])
       for c, class_name in enumerate(input_pipeline.CLASS_NAMES):
