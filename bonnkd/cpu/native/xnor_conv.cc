@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <thread>
 
@@ -313,9 +314,15 @@ ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U32, 4> x,
   job->rows = g.n * g.oh;
   // Other threads only for a call worth waking them: a pool thread took
   // longer to start than a small layer (a batch-1 8x8 one) takes alone.
+  // BONNKD_XNOR_PARALLEL_WORK overrides the threshold (word pairs; 0: any
+  // call), for measuring it on another machine.
+  static const int64_t parallel_work = [] {
+    const char* env = std::getenv("BONNKD_XNOR_PARALLEL_WORK");
+    return env ? std::atoll(env) : int64_t{1} << 22;
+  }();
   const int64_t word_pairs =
       job->rows * g.ow * g.kh * g.kw * g.words * g.cout;
-  int64_t helpers = word_pairs < (int64_t{1} << 22)
+  int64_t helpers = word_pairs < parallel_work
                         ? 0
                         : std::max<int64_t>(0, pool.num_threads() - 1);
   // Chunks of rows: a few per thread.
