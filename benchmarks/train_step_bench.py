@@ -9,9 +9,6 @@ rounds (medians), so the ratios hold on a noisy machine.
   python -m benchmarks.train_step_bench --config configs/phase1_bonn_wrn.py:cpu \
       --impl native,im2col,onednn,auto --steps 10 --rounds 3 \
       --onednn_threads 1,0
-  # One thread a call, calls run concurrently (the default) or one at a time.
-  python -m benchmarks.train_step_bench --config configs/phase1_bonn_wrn.py:cpu \
-      --impl onednn --onednn_threads 1 --onednn_concurrent 1,0
   # A distillation step: the student plus the forward pass of a teacher
   # (random weights of the teacher config's model; speed does not depend on
   # the values).
@@ -59,12 +56,9 @@ def main(argv=None):
   parser.add_argument('--impl', default='native,auto')
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--rounds', type=int, default=3)
-  parser.add_argument('--onednn_threads', default='1',
+  parser.add_argument('--onednn_threads', default='0',
                       help="oneDNN's threads a call to time, e.g. 1,0 (0: all "
                       'cores)')
-  parser.add_argument('--onednn_concurrent', default='1',
-                      help='whether calls of one thread each run at once, '
-                      'e.g. 1,0 (bonnkd.cpu.onednn.set_concurrent)')
   parser.add_argument('--teacher_config', default='',
                       help='time a distillation step with this teacher')
   parser.add_argument('--set', action='append', default=[],
@@ -79,35 +73,26 @@ def main(argv=None):
                     if args.teacher_config else None)
   timers = {impl: step_timer(config, impl, teacher_config=teacher_config)
             for impl in args.impl.split(',')}
-  # oneDNN's threads a call (bonnkd.cpu.onednn.set_threads) and, for one
-  # thread, whether calls run at once (set_concurrent): one variant each,
-  # timed on the same compiled step.
-  variants = [(impl, None, None) for impl in timers if impl != 'onednn']
+  # oneDNN's threads a call (bonnkd.cpu.onednn.set_threads), one variant
+  # each, timed on the same compiled step.
+  variants = [(impl, None) for impl in timers if impl != 'onednn']
   if 'onednn' in timers:
-    concurrents = [bool(int(c)) for c in args.onednn_concurrent.split(',')]
-    for n in (int(n) for n in args.onednn_threads.split(',')):
-      # Calls of more threads than one never run at once.
-      variants += [('onednn', n, c) for c in
-                   ([c for c in concurrents if n == 1 or not c] or [False])]
+    variants += [('onednn', int(n)) for n in args.onednn_threads.split(',')]
   rates = {variant: [] for variant in variants}
   try:
     for _ in range(args.rounds):
-      for impl, threads, concurrent in variants:
+      for impl, threads in variants:
         if threads is not None:
           onednn.set_threads(threads)
-          onednn.set_concurrent(concurrent)
-        rates[impl, threads, concurrent].append(timers[impl](args.steps))
+        rates[impl, threads].append(timers[impl](args.steps))
   finally:
     if 'onednn' in timers:
       onednn.set_threads(onednn.DEFAULT_THREADS)
-      onednn.set_concurrent(onednn.DEFAULT_CONCURRENT)
   base = statistics.median(next(iter(rates.values())))
-  for (impl, threads, concurrent), values in rates.items():
+  for (impl, threads), values in rates.items():
     ips = statistics.median(values)
-    name = impl
-    if threads is not None:
-      name += f'/t{threads}' + ('/concurrent' if concurrent else '')
-    print(f'{name:>20}: {ips:8.1f} img/s  ({ips / base:.2f}x)  rounds '
+    name = impl if threads is None else f'{impl}/t{threads}'
+    print(f'{name:>11}: {ips:8.1f} img/s  ({ips / base:.2f}x)  rounds '
           + ' '.join(f'{v:.1f}' for v in values))
 
 

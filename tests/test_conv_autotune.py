@@ -10,6 +10,7 @@ from bonnkd import models
 from bonnkd.binary import layers
 from bonnkd.cpu import conv_autotune
 from bonnkd.cpu import machine
+from bonnkd.cpu import onednn
 
 
 @pytest.fixture
@@ -68,6 +69,27 @@ def test_tune_measures_once_per_machine_and_installs_the_winner(
   assert jaxpr.count('dot_general') == 1 + 1  # The stem and the head.
   # 9 convs (stem, 2 in group 0, 3 in groups 1 and 2), all but the stem.
   assert jaxpr.count('conv_general_dilated') == 8
+
+
+@pytest.mark.skipif(not onednn.available(), reason='oneDNN not built here')
+def test_choices_made_with_one_onednn_thread_are_not_those_for_all_cores(
+    fresh_plan, monkeypatch):
+  monkeypatch.setattr(conv_autotune, 'time_lowering',
+                      lambda *args, **kwargs: 1.0)
+  model = models.WideResNet(depth=10, width=1)
+  keys = []
+  try:
+    for threads in (1, 0, 1):
+      onednn.set_threads(threads)
+      conv_autotune.tune(model, batch_size=8)
+      keys.append(conv_autotune.cache_key())
+  finally:
+    onednn.set_threads(onednn.DEFAULT_THREADS)
+  assert keys[0] == keys[2] != keys[1]
+  assert keys[0].endswith('oneDNN threads 1')
+  assert keys[1].endswith('oneDNN threads all')
+  with open(conv_autotune.cache_path()) as f:
+    assert sorted(json.load(f)) == sorted(set(keys))
 
 
 def test_explicit_lowering_is_not_tuned(fresh_plan, monkeypatch):

@@ -6,11 +6,13 @@ makes a missing build a failure there, not a skip. The fallback (no library,
 or ``BONNKD_ONEDNN=0``) is tested in a child process.
 """
 
+import functools
 import os
 import platform
 import shutil
 import subprocess
 import sys
+import threading
 
 import jax
 from jax import lax
@@ -256,10 +258,11 @@ def test_one_thread_and_all_cores_compute_the_same(x_shape, kernel_shape):
 
 
 @needs_onednn
-def test_concurrent_calls_compute_what_calls_one_at_a_time_do():
-  # Eight independent convs and their gradients in one step: XLA:CPU's pool
-  # starts independent ones together, and with concurrent calls each
-  # calling thread runs primitives of its own.
+def test_each_calling_thread_runs_primitives_of_its_own_with_the_same_result():
+  # Independent convs and their gradients in one step, run from this thread
+  # and from two others: each thread's calls make and run primitives of
+  # their own (oneDNN's rule for its default build), all bit-equal, and
+  # equal to XLA's conv to float tolerance.
   rng = np.random.default_rng(5)
   shapes = [((8, 16, 16, 16), (3, 3, 16, 32)), ((8, 8, 8, 32), (3, 3, 32, 32)),
             ((8, 16, 16, 8), (1, 1, 8, 16)), ((4, 16, 16, 16), (3, 3, 16, 16))]
@@ -267,26 +270,25 @@ def test_concurrent_calls_compute_what_calls_one_at_a_time_do():
            jnp.asarray(rng.normal(size=k), jnp.float32))
           for x, k in shapes * 2]
 
-  def loss(args):
-    return sum(jnp.sum(jnp.tanh(onednn.conv2d(x, k, (1, 1), 'SAME')))
-               for x, k in args)
+  def loss(conv, args):
+    return sum(jnp.sum(jnp.tanh(conv(x, k))) for x, k in args)
 
-  step = jax.jit(jax.value_and_grad(loss))
-  results = {}
-  try:
-    for concurrent in (False, True, False, True):
-      onednn.set_concurrent(concurrent)
-      results.setdefault(concurrent, []).append(jax.device_get(step(args)))
-  finally:
-    onednn.set_concurrent(onednn.DEFAULT_CONCURRENT)
-  reference = jax.device_get(jax.jit(jax.value_and_grad(
-      lambda args: sum(jnp.sum(jnp.tanh(lax.conv_general_dilated(
-          x, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))))
-                       for x, k in args)))(args))
-  # One thread a call computes the same sums in the same order, whichever
-  # thread runs it: bit for bit, and XLA's own conv to float tolerance.
-  for got in results[True] + results[False][1:]:
-    jax.tree.map(np.testing.assert_array_equal, got, results[False][0])
+  step = jax.jit(jax.value_and_grad(functools.partial(
+      loss, lambda x, k: onednn.conv2d(x, k, (1, 1), 'SAME'))))
+  results = [jax.device_get(step(args))]
+  threads = [threading.Thread(
+      target=lambda: results.append(jax.device_get(step(args))))
+             for _ in range(2)]
+  for thread in threads:
+    thread.start()
+    thread.join()
+  assert len(results) == 3
+  for got in results[1:]:
+    jax.tree.map(np.testing.assert_array_equal, got, results[0])
+  reference = jax.device_get(jax.jit(jax.value_and_grad(functools.partial(
+      loss, lambda x, k: lax.conv_general_dilated(
+          x, k, (1, 1), 'SAME',
+          dimension_numbers=('NHWC', 'HWIO', 'NHWC')))))(args))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
                                                        atol=1e-3),
-               results[True][0], reference)
+               results[0], reference)

@@ -98,8 +98,16 @@ def candidates() -> tuple[str, ...]:
 
 
 def cache_key() -> str:
-  """The machine and the lowerings its choices were made among."""
-  return f'{machine.key()} | {",".join(candidates())}'
+  """The key of this machine's choices in the cache.
+
+  The machine, the lowerings chosen among, and oneDNN's threads a call (a
+  choice made with one thread a call is not one for all cores).
+  """
+  impls = candidates()
+  key = f'{machine.key()} | {",".join(impls)}'
+  if 'onednn' in impls:
+    key += f' | oneDNN threads {onednn.threads() or "all"}'
+  return key
 
 
 def tune(model: nn.Module, batch_size: int) -> dict[str, str]:

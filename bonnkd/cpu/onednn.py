@@ -36,20 +36,15 @@ import numpy as np
 
 from bonnkd.cpu import native_library
 
-__all__ = ['available', 'why_unavailable', 'conv2d', 'set_threads',
-           'set_concurrent', 'LIBRARY', 'ENV', 'THREADS_ENV', 'CONCURRENT_ENV',
-           'TARGETS']
+__all__ = ['available', 'why_unavailable', 'conv2d', 'set_threads', 'threads',
+           'LIBRARY', 'ENV', 'THREADS_ENV', 'TARGETS']
 
 # '0' keeps XLA's convolutions even where the library is built.
 ENV = 'BONNKD_ONEDNN'
-# oneDNN's threads a call: 1 (the default) or more, or 0 for all cores; see
+# oneDNN's threads a call: 0 for all cores (the default), or n; see
 # :func:`set_threads`.
 THREADS_ENV = 'BONNKD_ONEDNN_THREADS'
-DEFAULT_THREADS = 1
-# '1': calls of one thread each run concurrently; '0': one call at a time;
-# see :func:`set_concurrent`.
-CONCURRENT_ENV = 'BONNKD_ONEDNN_CONCURRENT'
-DEFAULT_CONCURRENT = True
+DEFAULT_THREADS = 0
 # FFI target name -> symbol of the library.
 TARGETS = {
     'bonnkd_onednn_conv_fwd': 'BonnkdOnednnConvForward',
@@ -73,16 +68,11 @@ def _preload_libdnnl() -> None:
 
 def _loaded(library: ctypes.CDLL, path: str) -> None:
   library.BonnkdOnednnVersion.restype = ctypes.c_char_p
-  threads = int(os.environ.get(THREADS_ENV, DEFAULT_THREADS))
-  _set_threads(library, threads)
-  concurrent = os.environ.get(CONCURRENT_ENV,
-                              str(int(DEFAULT_CONCURRENT))) != '0'
-  library.BonnkdOnednnSetConcurrent(ctypes.c_int(concurrent))
-  logging.info('oneDNN %s convolutions loaded from %s (%s a call, %s).',
-               library.BonnkdOnednnVersion().decode(), path,
-               f'{threads} thread(s)' if threads else 'all cores',
-               'concurrent calls' if concurrent and threads == 1
-               else 'one call at a time')
+  n = int(os.environ.get(THREADS_ENV, DEFAULT_THREADS))
+  _set_threads(library, n)
+  logging.info('oneDNN %s convolutions loaded from %s (%s a call, one call '
+               'at a time).', library.BonnkdOnednnVersion().decode(), path,
+               f'{n} thread(s)' if n else 'all cores')
 
 
 LIBRARY = native_library.NativeLibrary(
@@ -92,49 +82,43 @@ available = LIBRARY.available
 why_unavailable = LIBRARY.why_unavailable
 
 
+_threads = DEFAULT_THREADS
+
+
 def _set_threads(library: ctypes.CDLL, n: int) -> None:
+  global _threads
   if n < 0:
     raise ValueError(f'oneDNN threads must be 0 (all cores) or more, got {n}.')
   library.BonnkdOnednnSetThreads(ctypes.c_int(n))
+  _threads = n
 
 
 def set_threads(n: int) -> None:
   """oneDNN's OpenMP threads for each later call: n, or 0 for all cores.
 
-  The default is one thread a call, and calls of one thread run
-  concurrently (:func:`set_concurrent`): XLA:CPU runs independent
-  operations at once, such as a conv's input and weight gradients, on the
-  threads of its pool. Calls of more threads run one at a time (a lock in
-  the library): with two a call, the notebook test's run hung in oneDNN's
-  JIT spin barrier, in a strided 1x1 conv's weight gradient, whose
-  scratchpad oneDNN 3.2 overruns; :func:`conv2d` now keeps strided 1x1
-  convs away from that path, after which the notebook's run went through
-  with one thread and with all cores. More threads are for a machine where
-  they are measured to pay (``BONNKD_ONEDNN_THREADS``; results/README.md).
+  One call runs at a time, whatever XLA:CPU's pool asks (a lock in the
+  library), and each of XLA's threads runs oneDNN primitives it created
+  itself. All cores a call is the default: on a quiet 2-core EPYC
+  (family 25) it trained 1.49-1.63x as fast as one thread a call, and
+  letting one-thread calls run at once gained nothing (0.98-1.01x; XLA:CPU
+  ran them one after the other), results/README.md. A run with two threads
+  a call once hung in oneDNN's JIT spin barrier, in a strided 1x1 conv's
+  weight gradient, whose scratchpad oneDNN 3.2 overruns; :func:`conv2d`
+  keeps strided 1x1 convs away from that path since. ``BONNKD_ONEDNN_THREADS``
+  sets it for a process.
   """
   if n < 0:
     raise ValueError(f'oneDNN threads must be 0 (all cores) or more, got {n}.')
-  _set_threads(_library(), n)
-
-
-def set_concurrent(on: bool) -> None:
-  """Whether later calls of one thread each may run at once.
-
-  On (the default, ``BONNKD_ONEDNN_CONCURRENT=1``), two convolutions that
-  XLA:CPU's pool starts together run together, one thread each, each
-  calling thread with oneDNN primitives of its own (oneDNN's rule for its
-  default build: a primitive runs in the thread that created it) and each
-  call with its own scratchpad. Off, one call runs at a time, as calls of
-  more threads always do.
-  """
-  _library().BonnkdOnednnSetConcurrent(ctypes.c_int(bool(on)))
-
-
-def _library() -> ctypes.CDLL:
   if not available():
     raise RuntimeError(f'oneDNN convolutions unavailable: '
                        f'{why_unavailable()}.')
-  return LIBRARY.library
+  _set_threads(LIBRARY.library, n)
+
+
+def threads() -> int:
+  """oneDNN's threads a call now: n, or 0 for all cores."""
+  available()  # Loading the library reads BONNKD_ONEDNN_THREADS.
+  return _threads
 
 
 def _pads(x_shape, kernel_shape, strides, padding):

@@ -8,14 +8,12 @@
 // jax.custom_vjp; tests/test_onednn.py checks them against
 // lax.conv_general_dilated and its vjp.
 //
-// Each handler keeps, per shape and team size, the oneDNN primitive and the
-// kernel layout that primitive chose (format_tag::any: blocked for the JIT
-// kernels), in a cache guarded by a mutex. Calls of one thread each run
-// concurrently, each calling thread with primitives of its own; calls of
-// more threads one at a time (JoinTeam). Activations stay NHWC (no
-// reorder); the kernel is reordered from HWIO into the primitive's layout
-// at each call (and the weight gradient back), a small cost next to the
-// convolution.
+// Each handler keeps, per shape, team size and calling thread, the oneDNN
+// primitive and the kernel layout that primitive chose (format_tag::any:
+// blocked for the JIT kernels), in a cache guarded by a mutex; one call
+// executes at a time (JoinTeam). Activations stay NHWC (no reorder); the
+// kernel is reordered from HWIO into the primitive's layout at each call
+// (and the weight gradient back), a small cost next to the convolution.
 
 #include <omp.h>
 
@@ -126,49 +124,40 @@ Geometry MakeGeometry(Dims in, Dims kernel, Dims out, int64_t sh, int64_t sw,
                   sw,        pt,        pb,     pl,     pr};
 }
 
-// oneDNN's OpenMP threads per call (0: all cores; 1 by default, see
-// bonnkd/cpu/onednn.py). XLA may call these handlers from two threads of
-// its pool at once (a conv's input and weight gradients are independent).
+// oneDNN's OpenMP threads per call: n, or 0 for all cores (the default; see
+// bonnkd/cpu/onednn.py). One call runs at a time: XLA may call these
+// handlers from two threads of its pool at once, and two OpenMP teams of
+// all cores would oversubscribe them.
 //
-// Calls of one thread each run concurrently when `concurrent` is set: each
-// calling thread then has primitives of its own (the thread is part of the
-// cache key), which is oneDNN's thread-safety rule for its default build
-// (DNNL_ENABLE_CONCURRENT_EXEC=OFF: a primitive runs in the thread that
-// created it), and every convolution has a scratchpad of its own (user
-// mode). Calls of more threads take a lock, one at a time: two OpenMP teams
-// would oversubscribe the cores, and with two threads a call a run hung in
-// oneDNN's JIT spin barrier (2026-12-04), in the weight gradient of a
-// strided 1x1 conv, whose scratchpad oneDNN 3.2 overruns (the heap
-// corruption that ran as ``double free`` in a notebook's run with
-// concurrent calls); bonnkd/cpu/onednn.py never asks for that gradient now.
-std::atomic<int> num_threads{1};
-std::atomic<bool> concurrent{false};
+// Each calling thread runs primitives it created itself (the thread is part
+// of the cache key): oneDNN's thread-safety rule for its default build
+// (DNNL_ENABLE_CONCURRENT_EXEC=OFF, whose library-managed scratchpads are
+// per thread), and every convolution has a scratchpad of its own (user
+// mode). A run with two threads a call hung in oneDNN's JIT spin barrier
+// (2026-12-04), in the weight gradient of a strided 1x1 conv, whose
+// scratchpad oneDNN 3.2 overruns (the heap corruption that ran as ``double
+// free`` in a notebook's run); bonnkd/cpu/onednn.py never asks for that
+// gradient now.
+std::atomic<int> num_threads{0};
 
-// A call's place: the lock it holds (none for a concurrent call), and the
-// suffix of its primitives' cache keys, the team size (a primitive made for
-// a team of two waits for a second thread forever) and, for a concurrent
-// call, the calling thread.
+// A call's place: the lock it holds, and the suffix of its primitives'
+// cache keys: the team size (a primitive made for a team of two waits for a
+// second thread forever) and the calling thread.
 struct Team {
   std::unique_lock<std::mutex> lock;
   std::string key;
 };
 
-// Sets this thread's OpenMP team for the call and takes the lock where the
-// call runs alone.
+// Takes the lock and sets this thread's OpenMP team for the call.
 Team JoinTeam() {
   static std::mutex* mu = new std::mutex();
+  Team team{std::unique_lock<std::mutex>(*mu), ""};
   int n = num_threads.load();
   n = n > 0 ? n : omp_get_num_procs();
-  Team team;
-  team.key = '@' + std::to_string(n);
-  if (n == 1 && concurrent.load()) {
-    std::ostringstream thread;
-    thread << std::this_thread::get_id();
-    team.key += '#' + thread.str();
-  } else {
-    team.lock = std::unique_lock<std::mutex>(*mu);
-  }
   omp_set_num_threads(n);
+  std::ostringstream key;
+  key << '@' << n << '#' << std::this_thread::get_id();
+  team.key = key.str();
   return team;
 }
 
@@ -328,7 +317,3 @@ extern "C" const char* BonnkdOnednnVersion() {
 
 // The team size of later calls: n, or 0 for all cores.
 extern "C" void BonnkdOnednnSetThreads(int n) { num_threads.store(n); }
-
-// Whether later calls of one thread each run concurrently (non-zero) or one
-// at a time.
-extern "C" void BonnkdOnednnSetConcurrent(int on) { concurrent.store(on); }

@@ -312,13 +312,16 @@ ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U32, 4> x,
   job->y = y->typed_data();
   job->path = path;
   job->rows = g.n * g.oh;
-  // Other threads only for a call worth waking them: a pool thread took
-  // longer to start than a small layer (a batch-1 8x8 one) takes alone.
-  // BONNKD_XNOR_PARALLEL_WORK overrides the threshold (word pairs; 0: any
-  // call), for measuring it on another machine.
+  // Other threads only for a call worth waking them (about 5 us of work
+  // alone). Every batch-1 layer of WRN-16-3 and ResNet-18 (0.6M-2M word
+  // pairs) ran 1.2-1.7x faster shared with XLA's pool than alone on a quiet
+  // 2-core EPYC (results/benchmarks/xnor_threads_b1_*.txt); a pool thread
+  // that starts after the calling thread has claimed every chunk finds none
+  // left. BONNKD_XNOR_PARALLEL_WORK overrides the threshold (word pairs; 0:
+  // every call), for measuring it on another machine.
   static const int64_t parallel_work = [] {
     const char* env = std::getenv("BONNKD_XNOR_PARALLEL_WORK");
-    return env ? std::atoll(env) : int64_t{1} << 22;
+    return env ? std::atoll(env) : int64_t{1} << 16;
   }();
   const int64_t word_pairs =
       job->rows * g.ow * g.kh * g.kw * g.words * g.cout;
