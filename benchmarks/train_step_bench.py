@@ -82,11 +82,13 @@ def main(argv=None):
   try:
     for _ in range(args.rounds):
       for impl, threads in variants:
-        if threads is not None:
-          onednn.set_threads(threads)
+        if onednn.available():
+          # 'auto' may run oneDNN too: at the default, not the last variant's.
+          onednn.set_threads(onednn.DEFAULT_THREADS if threads is None
+                             else threads)
         rates[impl, threads].append(timers[impl](args.steps))
   finally:
-    if 'onednn' in timers:
+    if onednn.available():
       onednn.set_threads(onednn.DEFAULT_THREADS)
   base = statistics.median(next(iter(rates.values())))
   for (impl, threads), values in rates.items():
