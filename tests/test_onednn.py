@@ -243,18 +243,29 @@ def test_one_thread_and_all_cores_compute_the_same(x_shape, kernel_shape):
                           argnums=(0, 1)))
   results = {}
   try:
-    # All cores first: the same shapes with one thread then take primitives
-    # of their own (a team size is part of the cache key), not those made
-    # for a team the call does not have.
+    # Every call gets the team (these are below the default's size). All
+    # cores first: the same shapes with one thread then take primitives of
+    # their own (a team size is part of the cache key), not those made for
+    # a team the call does not have.
+    onednn.set_parallel_macs(0)
     for threads in (0, 1):
       onednn.set_threads(threads)
       results[threads] = jax.device_get(grad(x, kernel))
+    # The default: calls this small run on one thread whatever the team.
+    onednn.set_parallel_macs(onednn.DEFAULT_PARALLEL_MACS)
+    onednn.set_threads(0)
+    results['small'] = jax.device_get(grad(x, kernel))
   finally:
     onednn.set_threads(onednn.DEFAULT_THREADS)
+    onednn.set_parallel_macs(onednn.DEFAULT_PARALLEL_MACS)
   for a, b in zip(results[1], results[0]):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+  # One thread, the same primitives' sums in the same order: bit for bit.
+  jax.tree.map(np.testing.assert_array_equal, results['small'], results[1])
   with pytest.raises(ValueError, match='0 \\(all cores\\)'):
     onednn.set_threads(-1)
+  with pytest.raises(ValueError, match='multiply-adds'):
+    onednn.set_parallel_macs(-1)
 
 
 @needs_onednn

@@ -106,7 +106,8 @@ def cache_key() -> str:
   impls = candidates()
   key = f'{machine.key()} | {",".join(impls)}'
   if 'onednn' in impls:
-    key += f' | oneDNN threads {onednn.threads() or "all"}'
+    threads, macs = onednn.threads()
+    key += f' | oneDNN threads {threads or "all"} from {macs} MACs'
   return key
 
 

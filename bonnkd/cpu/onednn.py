@@ -37,7 +37,8 @@ import numpy as np
 from bonnkd.cpu import native_library
 
 __all__ = ['available', 'why_unavailable', 'conv2d', 'set_threads', 'threads',
-           'LIBRARY', 'ENV', 'THREADS_ENV', 'TARGETS']
+           'set_parallel_macs', 'LIBRARY', 'ENV', 'THREADS_ENV',
+           'PARALLEL_MACS_ENV', 'TARGETS']
 
 # '0' keeps XLA's convolutions even where the library is built.
 ENV = 'BONNKD_ONEDNN'
@@ -45,6 +46,9 @@ ENV = 'BONNKD_ONEDNN'
 # :func:`set_threads`.
 THREADS_ENV = 'BONNKD_ONEDNN_THREADS'
 DEFAULT_THREADS = 0
+# A call of fewer multiply-adds runs on one thread; see :func:`set_parallel_macs`.
+PARALLEL_MACS_ENV = 'BONNKD_ONEDNN_PARALLEL_MACS'
+DEFAULT_PARALLEL_MACS = 1 << 24
 # FFI target name -> symbol of the library.
 TARGETS = {
     'bonnkd_onednn_conv_fwd': 'BonnkdOnednnConvForward',
@@ -70,9 +74,12 @@ def _loaded(library: ctypes.CDLL, path: str) -> None:
   library.BonnkdOnednnVersion.restype = ctypes.c_char_p
   n = int(os.environ.get(THREADS_ENV, DEFAULT_THREADS))
   _set_threads(library, n)
-  logging.info('oneDNN %s convolutions loaded from %s (%s a call, one call '
-               'at a time).', library.BonnkdOnednnVersion().decode(), path,
-               f'{n} thread(s)' if n else 'all cores')
+  macs = int(os.environ.get(PARALLEL_MACS_ENV, DEFAULT_PARALLEL_MACS))
+  _set_parallel_macs(library, macs)
+  logging.info('oneDNN %s convolutions loaded from %s (%s a call of %d or '
+               'more multiply-adds, one thread below; one call at a time).',
+               library.BonnkdOnednnVersion().decode(), path,
+               f'{n} thread(s)' if n else 'all cores', macs)
 
 
 LIBRARY = native_library.NativeLibrary(
@@ -83,6 +90,7 @@ why_unavailable = LIBRARY.why_unavailable
 
 
 _threads = DEFAULT_THREADS
+_parallel_macs = DEFAULT_PARALLEL_MACS
 
 
 def _set_threads(library: ctypes.CDLL, n: int) -> None:
@@ -109,16 +117,44 @@ def set_threads(n: int) -> None:
   """
   if n < 0:
     raise ValueError(f'oneDNN threads must be 0 (all cores) or more, got {n}.')
+  _set_threads(_library(), n)
+
+
+def _set_parallel_macs(library: ctypes.CDLL, macs: int) -> None:
+  global _parallel_macs
+  if macs < 0:
+    raise ValueError(f'oneDNN parallel multiply-adds must be 0 or more, '
+                     f'got {macs}.')
+  library.BonnkdOnednnSetParallelMacs(ctypes.c_int64(macs))
+  _parallel_macs = macs
+
+
+def set_parallel_macs(macs: int) -> None:
+  """Calls of fewer multiply-adds than ``macs`` run on one thread.
+
+  A team pays for its start and its spin-wait only on a large call: on a
+  quiet 2-core EPYC (family 25) a W1A1 WRN-10-2's packed batch-1 forward
+  ran 1.3x faster with every conv on one thread than with all cores a call
+  (its float eval 1.05x), while batch-128 training ran 1.5x slower
+  (results/README.md). The default, 2^24 (about a millisecond of one
+  core), sits between those models' batch-1 convs (< 10M) and batch-128
+  ones (> 1G); 0 gives every call the team (``BONNKD_ONEDNN_PARALLEL_MACS``).
+  """
+  _set_parallel_macs(_library(), macs)
+
+
+def _library() -> ctypes.CDLL:
   if not available():
     raise RuntimeError(f'oneDNN convolutions unavailable: '
                        f'{why_unavailable()}.')
-  _set_threads(LIBRARY.library, n)
+  return LIBRARY.library
 
 
-def threads() -> int:
-  """oneDNN's threads a call now: n, or 0 for all cores."""
-  available()  # Loading the library reads BONNKD_ONEDNN_THREADS.
-  return _threads
+def threads() -> tuple[int, int]:
+  """(threads, multiply-adds): a call of at least that many multiply-adds
+  runs on that many threads (0: all cores), a smaller one on one."""
+  available()  # Loading the library reads the environment.
+  return _threads, _parallel_macs
 
 
 def _pads(x_shape, kernel_shape, strides, padding):

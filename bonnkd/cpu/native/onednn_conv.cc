@@ -60,6 +60,7 @@ struct Geometry {
     return {{o, c, kh, kw}, Dt::f32, Tag::any};
   }
   memory::dims Strides() const { return {sh, sw}; }
+  int64_t Macs() const { return n * oh * ow * kh * kw * c * o; }
   memory::dims PadL() const { return {pt, pl}; }
   memory::dims PadR() const { return {pb, pr}; }
 
@@ -125,9 +126,10 @@ Geometry MakeGeometry(Dims in, Dims kernel, Dims out, int64_t sh, int64_t sw,
 }
 
 // oneDNN's OpenMP threads per call: n, or 0 for all cores (the default; see
-// bonnkd/cpu/onednn.py). One call runs at a time: XLA may call these
-// handlers from two threads of its pool at once, and two OpenMP teams of
-// all cores would oversubscribe them.
+// bonnkd/cpu/onednn.py), for a call of at least `parallel_macs` multiply-adds;
+// a smaller one runs on the calling thread alone. One call runs at a time:
+// XLA may call these handlers from two threads of its pool at once, and two
+// OpenMP teams of all cores would oversubscribe them.
 //
 // Each calling thread runs primitives it created itself (the thread is part
 // of the cache key): oneDNN's thread-safety rule for its default build
@@ -140,6 +142,10 @@ Geometry MakeGeometry(Dims in, Dims kernel, Dims out, int64_t sh, int64_t sw,
 // gradient now.
 std::atomic<int> num_threads{0};
 
+// Multiply-adds from which a call gets the team (bonnkd/cpu/onednn.py sets
+// it; a smaller call runs on the calling thread alone).
+std::atomic<int64_t> parallel_macs{int64_t{1} << 24};
+
 // A call's place: the lock it holds, and the suffix of its primitives'
 // cache keys: the team size (a primitive made for a team of two waits for a
 // second thread forever) and the calling thread.
@@ -148,12 +154,15 @@ struct Team {
   std::string key;
 };
 
-// Takes the lock and sets this thread's OpenMP team for the call.
-Team JoinTeam() {
+// Takes the lock and sets this thread's OpenMP team for a call of `g`.
+Team JoinTeam(const Geometry& g) {
   static std::mutex* mu = new std::mutex();
   Team team{std::unique_lock<std::mutex>(*mu), ""};
-  int n = num_threads.load();
-  n = n > 0 ? n : omp_get_num_procs();
+  int n = 1;
+  if (g.Macs() >= parallel_macs.load()) {
+    n = num_threads.load();
+    n = n > 0 ? n : omp_get_num_procs();
+  }
   omp_set_num_threads(n);
   std::ostringstream key;
   key << '@' << n << '#' << std::this_thread::get_id();
@@ -187,7 +196,7 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32, 4> x, ffi::Buffer<ffi::F32, 4> k,
   Geometry g = MakeGeometry(x.dimensions(), k.dimensions(), y->dimensions(),
                             sh, sw, pt, pb, pl, pr);
   if (auto e = Check(g); e.failure()) return e;
-  Team team = JoinTeam();
+  Team team = JoinTeam(g);
   try {
     const Cached& c = Lookup(g.Key("fwd", team.key), [&] {
       dnnl::convolution_forward::primitive_desc pd(
@@ -217,7 +226,7 @@ ffi::Error BackwardDataImpl(ffi::Buffer<ffi::F32, 4> dy,
   Geometry g = MakeGeometry(dx->dimensions(), k.dimensions(),
                             dy.dimensions(), sh, sw, pt, pb, pl, pr);
   if (auto e = Check(g); e.failure()) return e;
-  Team team = JoinTeam();
+  Team team = JoinTeam(g);
   try {
     const Cached& c = Lookup(g.Key("bwd_data", team.key), [&] {
       auto hint = ForwardDesc(g, dnnl::prop_kind::forward_training);
@@ -251,7 +260,7 @@ ffi::Error BackwardWeightsImpl(ffi::Buffer<ffi::F32, 4> x,
   Geometry g = MakeGeometry(x.dimensions(), dk->dimensions(),
                             dy.dimensions(), sh, sw, pt, pb, pl, pr);
   if (auto e = Check(g); e.failure()) return e;
-  Team team = JoinTeam();
+  Team team = JoinTeam(g);
   try {
     const Cached& c = Lookup(g.Key("bwd_weights", team.key), [&] {
       auto hint = ForwardDesc(g, dnnl::prop_kind::forward_training);
@@ -317,3 +326,8 @@ extern "C" const char* BonnkdOnednnVersion() {
 
 // The team size of later calls: n, or 0 for all cores.
 extern "C" void BonnkdOnednnSetThreads(int n) { num_threads.store(n); }
+
+// The multiply-adds from which later calls get the team.
+extern "C" void BonnkdOnednnSetParallelMacs(int64_t macs) {
+  parallel_macs.store(macs);
+}
