@@ -41,6 +41,12 @@ Stages (``configs/plans/w1a1_cpu.py:<stage>``):
   ``recipes.w1a1_cpu_recipe``) without BONN's losses, seeds 0 and 1, test
   read once at the end: the ``plain`` rows of issue 27's ablation
   (``results/bonn/plain_s<seed>/``).
+* ``ablation`` -- the other rows, seed by seed, in the same ``--out`` as
+  ``plain``: ``kd`` (the recipe distilled from the teacher, alpha and T
+  from the ``kd`` stage), and, once the ``losses`` stage has chosen lambda
+  and theta, ``kernel_feature`` and ``kernel_feature_kd``. The teacher is
+  the ``teacher`` stage's run, in that ``--out`` too (moved there, or
+  trained there by this stage).
 
 Command (the data path is this machine's)::
 
@@ -51,6 +57,8 @@ Command (the data path is this machine's)::
   python -m bonnkd.sweep configs/plans/w1a1_cpu.py:kd --out runs/w1a1 \\
       --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
   python -m bonnkd.sweep configs/plans/w1a1_cpu.py:plain --out runs/bonn \\
+      --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
+  python -m bonnkd.sweep configs/plans/w1a1_cpu.py:ablation --out runs/bonn \\
       --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
 
 Expected minutes from ``benchmarks.train_step_bench`` (``--impl auto``) on a
@@ -87,12 +95,38 @@ TEACHER = 'configs/phase1_bonn_wrn.py:cpu'
 TEACHER_MIN = 100.0
 KD = {'kd_a0.5_t4': (0.5, 4.0), 'kd_a0.1_t4': (0.1, 4.0),
       'kd_a0.5_t2': (0.5, 2.0)}
+# The ``kd`` stage's best on val (results/bonn/w1a1_select/summary.md).
+CHOSEN_KD = 'kd_a0.1_t4'
+# The distilled runs' minutes: the kd proxies took 7.8 min for 2 epochs, as
+# the plain ones did (the teacher's forward is a small part of the step).
+KD_MIN = 50.0
 
 
 def _proxy(name, *overrides, **kwargs):
   """A val-only run of the recipe's model at the proxy's size and epochs."""
   return Run(name, RECIPE, PROXY + overrides + VAL_ONLY,
              expected_min=PROXY_MIN, **kwargs)
+
+
+def _teacher():
+  """The teacher: the phase-1 ``cpu`` preset, val only."""
+  return Run('teacher', TEACHER, ('eval_test=False',),
+             expected_min=TEACHER_MIN)
+
+
+def _distilled(alpha, temperature):
+  """Overrides distilling from the plan's teacher (in the same ``--out``)."""
+  return ('kd.enabled=True', f'kd.alpha={alpha}',
+          f'kd.temperature={temperature}', 'kd.teacher_workdir={out}/teacher')
+
+
+def _ablation():
+  """The rows besides ``plain``, seed by seed, after the teacher."""
+  variants = {'kd': _distilled(*KD[CHOSEN_KD])}
+  return [_teacher()] + [
+      Run(f'{name}_s{seed}', RECIPE, overrides, seed=seed,
+          after=('teacher',), expected_min=KD_MIN)
+      for seed in SEEDS for name, overrides in variants.items()]
 
 
 def get_plan(stage: str = 'optimizer'):
@@ -114,19 +148,17 @@ def get_plan(stage: str = 'optimizer'):
              for k in KERNEL_WEIGHTS]
             + [_proxy(f'feature{f:g}', f'bonn.feature_weight={f}')
                for f in FEATURE_WEIGHTS])
-  if stage in ('teacher', 'kd'):
-    teacher = [Run('teacher', TEACHER, ('eval_test=False',),
-                   expected_min=TEACHER_MIN)]
-    if stage == 'teacher':
-      return teacher
-    return teacher + [
-        _proxy(name, 'kd.enabled=True', f'kd.alpha={alpha}',
-               f'kd.temperature={temperature}',
-               'kd.teacher_workdir={out}/teacher', after=('teacher',))
+  if stage == 'teacher':
+    return [_teacher()]
+  if stage == 'kd':
+    return [_teacher()] + [
+        _proxy(name, *_distilled(alpha, temperature), after=('teacher',))
         for name, (alpha, temperature) in KD.items()]
   if stage == 'plain':
     return [Run(f'plain_s{seed}', RECIPE, seed=seed, expected_min=RECIPE_MIN)
             for seed in SEEDS]
+  if stage == 'ablation':
+    return _ablation()
   raise ValueError(f"Unknown stage {stage!r}: 'optimizer', 'conv', "
-                   "'shortcuts', 'init', 'losses', 'teacher', 'kd' or "
-                   "'plain'.")
+                   "'shortcuts', 'init', 'losses', 'teacher', 'kd', 'plain' "
+                   "or 'ablation'.")
