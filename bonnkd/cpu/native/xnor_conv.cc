@@ -243,8 +243,9 @@ void Rows(const Geometry& g, const uint32_t* x, const uint32_t* k, int32_t* y,
 
 // Rows<P> compiled for P's instructions: `flatten` inlines the pixel loop and
 // its channel blocks into one function of P's target, where a function of
-// the default target would call the channel blocks one by one (3-15% of a
-// batch-1 layer's time on a family-25 EPYC; tools: results/README.md).
+// the default target would call the channel blocks one by one (1-14% of a
+// batch-1 layer's time on a family-25 EPYC:
+// benchmarks/native/xnor_rows_bench.cc).
 __attribute__((target("avx2"), flatten)) void RowsAvx2(
     const Geometry& g, const uint32_t* x, const uint32_t* k, int32_t* y,
     int64_t first, int64_t last) {
@@ -313,9 +314,10 @@ ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U32, 4> x,
   job->path = path;
   job->rows = g.n * g.oh;
   // Other threads only for a call worth waking them (about 5 us of work
-  // alone). Every batch-1 layer of WRN-16-3 and ResNet-18 (0.6M-2M word
-  // pairs) ran 1.2-1.7x faster shared with XLA's pool than alone on a quiet
-  // 2-core EPYC (results/benchmarks/xnor_threads_b1_*.txt); a pool thread
+  // alone). The batch-1 layers of WRN-16-3 and ResNet-18 (0.6M-2M word
+  // pairs) ran 1.05-1.7x faster (most 1.2x or more) shared with XLA's pool
+  // than alone on a quiet 2-core EPYC
+  // (results/benchmarks/xnor_threads_b1_*.txt); a pool thread
   // that starts after the calling thread has claimed every chunk finds none
   // left. BONNKD_XNOR_PARALLEL_WORK overrides the threshold (word pairs; 0:
   // every call), for measuring it on another machine.
