@@ -160,7 +160,7 @@ def train_step(state: TrainState, images, labels, teacher_variables=None, *,
   if feature_loss:
     centres, variances = bayesian_losses.update_class_statistics(
         class_stats['centres'], class_stats['variances'], aux['features'],
-        labels, bonn.feature_momentum)
+        labels, bonn.feature_momentum, bonn.min_variance)
     class_stats = {'centres': centres, 'variances': variances}
   state = state.apply_gradients(grads=grads,
                                 batch_stats=updates['batch_stats'],

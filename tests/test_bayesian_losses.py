@@ -132,7 +132,8 @@ def test_class_statistics_move_toward_the_batch_and_absent_classes_stay():
   centres = np.zeros((3, 2), np.float32)
   variances = np.ones((3, 2), np.float32)
   c, v = bayesian_losses.update_class_statistics(centres, variances, f, y,
-                                                 momentum=0.5)
+                                                 momentum=0.5,
+                                                 min_variance=1e-4)
   # Class 0: batch mean (2, 2); centre 0.5 * 0 + 0.5 * (2, 2) = (1, 1).
   np.testing.assert_allclose(c[0], [1.0, 1.0])
   # Its spread around the new centre: mean of ((0, 1)^2, (2, 1)^2) = (2, 1).
@@ -142,6 +143,22 @@ def test_class_statistics_move_toward_the_batch_and_absent_classes_stay():
   # Class 1 is not in the batch: unchanged.
   np.testing.assert_array_equal(c[1], centres[1])
   np.testing.assert_array_equal(v[1], variances[1])
+
+
+def test_class_variances_stay_at_or_above_the_floor():
+  # Two features of class 0 equal to its centre: their spread is 0, so its
+  # variances fall from 1 to 0.5, 0.25, 0.125 (momentum 0.5) until the
+  # floor, 0.2, holds them.
+  f = np.array([[1.0, 2.0], [1.0, 2.0]], np.float32)
+  y = np.array([0, 0])
+  c = np.array([[1.0, 2.0], [0.0, 0.0]], np.float32)
+  v = np.ones((2, 2), np.float32)
+  for expected in (0.5, 0.25, 0.2, 0.2):
+    c, v = bayesian_losses.update_class_statistics(c, v, f, y, momentum=0.5,
+                                                   min_variance=0.2)
+    np.testing.assert_allclose(v[0], [expected, expected])
+  # Class 1 never seen: its variance 1 is above the floor and stays.
+  np.testing.assert_array_equal(v[1], [1.0, 1.0])
 
 
 def np_learned_prior(k, mu, log_var):

@@ -121,6 +121,17 @@ def test_feature_statistics_follow_the_batches(cifar_tarball):
   assert np.isfinite(float(metrics['feature_loss']))
 
 
+def test_the_class_variances_floor_is_the_configs(cifar_tarball):
+  # A floor above every batch spread of these features (WRN-10-1's pooled
+  # BN-ReLU outputs of random images) and above the variances' start (1):
+  # every variance sits at it after one step, seen classes or not.
+  config = tiny_config(cifar_tarball[0], **W1A1,
+                       **{'bonn.feature_weight': 1e-2,
+                          'bonn.min_variance': 50.0})
+  state, _ = steps(config, n=1)
+  np.testing.assert_array_equal(state.class_stats['variances'], 50.0)
+
+
 def test_run_with_both_losses_trains_and_resumes(cifar_tarball, tmp_path):
   config = tiny_config(cifar_tarball[0], num_epochs=2.0, **W1A1,
                        **{'bonn.kernel_weight': 1e-4,

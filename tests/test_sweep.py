@@ -163,8 +163,9 @@ PLANS = [(path, '') for path in sorted(
         (os.path.join(ROOT, 'configs', 'plans', 'bonn.py'), stage)
         for stage in ('select', 'cpu', 'cpu_select')] + [
             (os.path.join(ROOT, 'configs', 'plans', 'w1a1_cpu.py'), stage)
-            for stage in ('conv', 'shortcuts', 'init', 'losses', 'teacher',
-                          'kd', 'plain', 'ablation')]
+            for stage in ('conv', 'shortcuts', 'init', 'losses',
+                          'losses_floor', 'teacher', 'kd', 'plain',
+                          'ablation')]
 
 
 @pytest.mark.parametrize('path,stage', PLANS,

@@ -51,7 +51,16 @@ Readings chosen here (the sources reach us as extracted text):
 * **Feature term.** ``f_m`` are the features before the classifier, ``c``
   the class centres and ``sigma^2`` the per-class, per-dimension variances,
   both running averages (:func:`update_class_statistics`), as centre-loss
-  implementations keep them; its gradient reaches only ``f``. BONN's
+  implementations keep them; its gradient reaches only ``f``. Each running
+  variance is kept at or above a floor (``config.bonn.min_variance``), as
+  ``1/sigma^2`` is unbounded: pulling the features to their centres shrinks
+  sigma^2, which raises the weight, which pulls harder. At a floor of 1e-4
+  that loop pinned every feature of the W1A1 proxy to centres that had not
+  yet separated (theta 1e-4 summed: val 11.60%, the loss at its floor
+  1/2 x 128 x 128 x log 1e-4; results/bonn/w1a1_select/summary.md), while
+  the within-class variances of a trained W1A1 WRN-10-2's features on val
+  are 0.013 at least (0.075 on average). BONN's Algorithm 5 (line 15) names
+  no floor. BONN's
   centre-loss form sums over the batch's examples (``reduction='sum'``,
   ``config.bonn.feature_reduction='sum'``); bonnkd first averaged
   (``'mean'``, the config's default, which every earlier run has:
@@ -186,12 +195,14 @@ def feature_loss(features: jax.Array, labels: jax.Array, centres: jax.Array,
 
 
 def update_class_statistics(centres, variances, features, labels,
-                            momentum: float = 0.9, min_variance=1e-4):
+                            momentum: float, min_variance: float):
   """Running class centres and variances from one batch of features.
 
   Each class present in the batch moves by ``1 - momentum`` toward the
   batch's mean (and variance around the new centre) of its features; a
-  class absent from the batch keeps its statistics.
+  class absent from the batch keeps its statistics. Every variance is then
+  at least ``min_variance`` (``config.bonn.min_variance``; the module
+  docstring says why).
 
   Returns:
     (centres, variances), each (K, D).

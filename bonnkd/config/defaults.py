@@ -125,6 +125,13 @@ def base_config() -> ml_collections.ConfigDict:
   config.bonn.feature_reduction = 'mean'
   # Momentum of the running class centres and variances (feature loss).
   config.bonn.feature_momentum = 0.9
+  # The floor of those running variances, sigma^2 >= min_variance: the
+  # feature loss weighs (f - c)^2 by 1/sigma^2, so the floor caps that
+  # weight. 1e-4 is what every run before the key had; on the W1A1 recipe
+  # it lets the summed loss pin every feature (bonnkd/binary/
+  # bayesian_losses.py), and configs/plans/w1a1_cpu.py:losses_floor
+  # chooses the floor on val with theta.
+  config.bonn.min_variance = 1e-4
 
   config.log_every_steps = 50
   config.eval_every_epochs = 1

@@ -65,6 +65,8 @@ def validate(config, num_devices: int = 1) -> None:
   check(b.nu >= 0, 'bonn.nu', b.nu, 'a weight >= 0')
   check(0 <= b.feature_momentum < 1, 'bonn.feature_momentum',
         b.feature_momentum, 'a float in [0, 1)')
+  check(b.min_variance > 0, 'bonn.min_variance', b.min_variance,
+        'a variance > 0')
   check(isinstance(b.kernel_loss_trains_modulation, bool),
         'bonn.kernel_loss_trains_modulation', b.kernel_loss_trains_modulation,
         'True or False')

@@ -81,6 +81,7 @@ ADDED_LATER = {
     'bonn.feature_weight': 0.0,
     'bonn.nu': 1e-4,
     'bonn.feature_momentum': 0.9,
+    'bonn.min_variance': 1e-4,
     'bonn.kernel_loss_trains_modulation': True,
     'bonn.feature_reduction': 'mean',
     'optim.name': 'sgd',

@@ -32,6 +32,11 @@ Stages (``configs/plans/w1a1_cpu.py:<stage>``):
   recipe's model and optimizer for 2 epochs): lambda alone and theta alone
   (the feature loss summed over the batch, BONN's units, so theta's grid
   reaches the paper's best, 1e-2), next to the ``conv`` stage's run.
+* ``losses_floor`` -- the ``losses`` stage again where it collapsed or
+  lost: theta with the running class variances floored
+  (``bonn.min_variance``) at 1e-2, about the smallest within-class
+  variance of a trained W1A1 WRN-10-2's features, and at 1e-1, where the
+  ``losses`` stage had the default, 1e-4; and a smaller lambda, 1e-5.
 * ``teacher`` -- the real-valued teacher for distillation at the CPU
   budget: the phase-1 ``cpu`` preset (WRN-10-2 with a 1-bit stem, 85.53%
   test on a family-26 EPYC), val only.
@@ -53,6 +58,9 @@ Command (the data path is this machine's)::
   python -m bonnkd.sweep configs/plans/w1a1_cpu.py:optimizer --out runs/w1a1 \\
       --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
   python -m bonnkd.sweep configs/plans/w1a1_cpu.py:losses --out runs/w1a1 \\
+      --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
+  python -m bonnkd.sweep configs/plans/w1a1_cpu.py:losses_floor \\
+      --out runs/w1a1 \\
       --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
   python -m bonnkd.sweep configs/plans/w1a1_cpu.py:kd --out runs/w1a1 \\
       --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
@@ -90,6 +98,11 @@ RECIPE_MIN = 45.0
 SEEDS = (0, 1)
 KERNEL_WEIGHTS = (1e-4, 1e-3)
 FEATURE_WEIGHTS = (1e-4, 1e-3, 1e-2)
+# The ``losses`` stage's floor of the class variances (the default).
+LOSSES_MIN_VARIANCE = 1e-4
+# ``losses_floor``: theta's grid at each floor of the class variances.
+FEATURE_WEIGHTS_AT_FLOOR = {1e-2: (1e-4, 1e-3, 1e-2), 1e-1: (1e-3, 1e-2)}
+SMALL_KERNEL_WEIGHTS = (1e-5,)
 TEACHER = 'configs/phase1_bonn_wrn.py:cpu'
 # 51 minutes on a family-26 EPYC; a family-25 one is ~2x slower.
 TEACHER_MIN = 100.0
@@ -146,8 +159,16 @@ def get_plan(stage: str = 'optimizer'):
   if stage == 'losses':
     return ([_proxy(f'kernel{k:g}', f'bonn.kernel_weight={k}')
              for k in KERNEL_WEIGHTS]
-            + [_proxy(f'feature{f:g}', f'bonn.feature_weight={f}')
+            + [_proxy(f'feature{f:g}', f'bonn.feature_weight={f}',
+                      f'bonn.min_variance={LOSSES_MIN_VARIANCE}')
                for f in FEATURE_WEIGHTS])
+  if stage == 'losses_floor':
+    return ([_proxy(f'feature{f:g}_floor{m:g}', f'bonn.feature_weight={f}',
+                    f'bonn.min_variance={m}')
+             for m, weights in FEATURE_WEIGHTS_AT_FLOOR.items()
+             for f in weights]
+            + [_proxy(f'kernel{k:g}', f'bonn.kernel_weight={k}')
+               for k in SMALL_KERNEL_WEIGHTS])
   if stage == 'teacher':
     return [_teacher()]
   if stage == 'kd':
@@ -160,5 +181,5 @@ def get_plan(stage: str = 'optimizer'):
   if stage == 'ablation':
     return _ablation()
   raise ValueError(f"Unknown stage {stage!r}: 'optimizer', 'conv', "
-                   "'shortcuts', 'init', 'losses', 'teacher', 'kd', 'plain' "
-                   "or 'ablation'.")
+                   "'shortcuts', 'init', 'losses', 'losses_floor', 'teacher', "
+                   "'kd', 'plain' or 'ablation'.")
