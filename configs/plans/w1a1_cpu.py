@@ -163,12 +163,14 @@ def get_plan(stage: str = 'optimizer'):
                       f'bonn.min_variance={LOSSES_MIN_VARIANCE}')
                for f in FEATURE_WEIGHTS])
   if stage == 'losses_floor':
-    return ([_proxy(f'feature{f:g}_floor{m:g}', f'bonn.feature_weight={f}',
-                    f'bonn.min_variance={m}')
-             for m, weights in FEATURE_WEIGHTS_AT_FLOOR.items()
-             for f in weights]
-            + [_proxy(f'kernel{k:g}', f'bonn.kernel_weight={k}')
-               for k in SMALL_KERNEL_WEIGHTS])
+    features = [_proxy(f'feature{f:g}_floor{m:g}', f'bonn.feature_weight={f}',
+                       f'bonn.min_variance={m}')
+                for m, weights in FEATURE_WEIGHTS_AT_FLOOR.items()
+                for f in weights]
+    kernels = [_proxy(f'kernel{k:g}', f'bonn.kernel_weight={k}')
+               for k in SMALL_KERNEL_WEIGHTS]
+    # The likeliest choices first: a plan stopped early has them.
+    return features[:2] + kernels + features[2:]
   if stage == 'teacher':
     return [_teacher()]
   if stage == 'kd':
