@@ -37,6 +37,8 @@ Stages (``configs/plans/w1a1_cpu.py:<stage>``):
   (``bonn.min_variance``) at 1e-2, about the smallest within-class
   variance of a trained W1A1 WRN-10-2's features, and at 1e-1, where the
   ``losses`` stage had the default, 1e-4; and a smaller lambda, 1e-5.
+  Theta 1e-3 at floor 1e-2 collapsed as well, so the grid reaches down to
+  1e-5 (the paper's 1e-2 collapsed at the ``losses`` stage).
 * ``teacher`` -- the real-valued teacher for distillation at the CPU
   budget: the phase-1 ``cpu`` preset (WRN-10-2 with a 1-bit stem, 85.53%
   test on a family-26 EPYC), val only.
@@ -101,7 +103,7 @@ FEATURE_WEIGHTS = (1e-4, 1e-3, 1e-2)
 # The ``losses`` stage's floor of the class variances (the default).
 LOSSES_MIN_VARIANCE = 1e-4
 # ``losses_floor``: theta's grid at each floor of the class variances.
-FEATURE_WEIGHTS_AT_FLOOR = {1e-2: (1e-4, 1e-3, 1e-2), 1e-1: (1e-3, 1e-2)}
+FEATURE_WEIGHTS_AT_FLOOR = {1e-2: (1e-5, 1e-4, 1e-3), 1e-1: (1e-4, 1e-3)}
 SMALL_KERNEL_WEIGHTS = (1e-5,)
 TEACHER = 'configs/phase1_bonn_wrn.py:cpu'
 # 51 minutes on a family-26 EPYC; a family-25 one is ~2x slower.
@@ -169,8 +171,9 @@ def get_plan(stage: str = 'optimizer'):
                 for f in weights]
     kernels = [_proxy(f'kernel{k:g}', f'bonn.kernel_weight={k}')
                for k in SMALL_KERNEL_WEIGHTS]
-    # The likeliest choices first: a plan stopped early has them.
-    return features[:2] + kernels + features[2:]
+    # At floor 1e-2, theta 1e-4 and 1e-3 ran first; then the rest by
+    # likeliness, so that a plan stopped early has them.
+    return [features[1], features[2], features[0]] + kernels + features[3:]
   if stage == 'teacher':
     return [_teacher()]
   if stage == 'kd':
