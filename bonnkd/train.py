@@ -137,7 +137,8 @@ def train_step(state: TrainState, images, labels, teacher_variables=None, *,
       aux['features'] = updates.pop('intermediates')['features'][0]
       aux['feature_loss'] = bayesian_losses.feature_loss(
           aux['features'], labels, state.class_stats['centres'],
-          state.class_stats['variances'], bonn.feature_reduction)
+          state.class_stats['variances'], bonn.feature_reduction,
+          bonn.relative_min_variance)
       loss += feature_weight * aux['feature_loss']
     return loss, (logits, updates, aux)
 

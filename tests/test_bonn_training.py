@@ -132,6 +132,21 @@ def test_the_class_variances_floor_is_the_configs(cifar_tarball):
   np.testing.assert_array_equal(state.class_stats['variances'], 50.0)
 
 
+def test_the_relative_floor_is_the_configs(cifar_tarball):
+  # One step from the same state: the class variances start at 1 (above
+  # any batch spread of these features), so rho 0 and rho 1 give the same
+  # loss; rho 1e6 floors every variance at 1e6 times the batch's, and the
+  # 1/sigma^2-weighted term all but vanishes.
+  def first_loss(rho):
+    config = tiny_config(cifar_tarball[0], **W1A1,
+                         **{'bonn.feature_weight': 1e-2,
+                            'bonn.relative_min_variance': rho})
+    return float(steps(config, n=1)[1]['feature_loss'])
+  off, low, high = first_loss(0.0), first_loss(1.0), first_loss(1e6)
+  assert off == low
+  assert high > off  # log sigma^2 grows; the weighted term cannot offset.
+
+
 def test_run_with_both_losses_trains_and_resumes(cifar_tarball, tmp_path):
   config = tiny_config(cifar_tarball[0], num_epochs=2.0, **W1A1,
                        **{'bonn.kernel_weight': 1e-4,

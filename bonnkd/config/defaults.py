@@ -132,6 +132,10 @@ def base_config() -> ml_collections.ConfigDict:
   # bayesian_losses.py), and configs/plans/w1a1_cpu.py:losses_floor
   # chooses the floor on val with theta.
   config.bonn.min_variance = 1e-4
+  # rho > 0: each variance the loss divides by is also at least rho times
+  # that feature's variance over the batch, a floor that scales with the
+  # features (not BONN's; 0, every earlier run's, turns it off).
+  config.bonn.relative_min_variance = 0.0
 
   config.log_every_steps = 50
   config.eval_every_epochs = 1

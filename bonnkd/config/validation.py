@@ -67,6 +67,8 @@ def validate(config, num_devices: int = 1) -> None:
         b.feature_momentum, 'a float in [0, 1)')
   check(b.min_variance > 0, 'bonn.min_variance', b.min_variance,
         'a variance > 0')
+  check(b.relative_min_variance >= 0, 'bonn.relative_min_variance',
+        b.relative_min_variance, 'a factor >= 0 (0: off)')
   check(isinstance(b.kernel_loss_trains_modulation, bool),
         'bonn.kernel_loss_trains_modulation', b.kernel_loss_trains_modulation,
         'True or False')

@@ -39,6 +39,10 @@ Stages (``configs/plans/w1a1_cpu.py:<stage>``):
   ``losses`` stage had the default, 1e-4; and a smaller lambda, 1e-5.
   Theta 1e-3 at floor 1e-2 collapsed as well, so the grid reaches down to
   1e-5 (the paper's 1e-2 collapsed at the ``losses`` stage).
+* ``losses_relative`` -- theta again with a floor relative to the batch's
+  spread of each feature (``bonn.relative_min_variance``, rho), the
+  ``losses_floor`` stage's constant floors having let training shrink
+  every feature (results/bonn/README.md).
 * ``teacher`` -- the real-valued teacher for distillation at the CPU
   budget: the phase-1 ``cpu`` preset (WRN-10-2 with a 1-bit stem, 85.53%
   test on a family-26 EPYC), val only.
@@ -62,6 +66,9 @@ Command (the data path is this machine's)::
   python -m bonnkd.sweep configs/plans/w1a1_cpu.py:losses --out runs/w1a1 \\
       --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
   python -m bonnkd.sweep configs/plans/w1a1_cpu.py:losses_floor \\
+      --out runs/w1a1 \\
+      --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
+  python -m bonnkd.sweep configs/plans/w1a1_cpu.py:losses_relative \\
       --out runs/w1a1 \\
       --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
   python -m bonnkd.sweep configs/plans/w1a1_cpu.py:kd --out runs/w1a1 \\
@@ -105,6 +112,8 @@ LOSSES_MIN_VARIANCE = 1e-4
 # ``losses_floor``: theta's grid at each floor of the class variances.
 FEATURE_WEIGHTS_AT_FLOOR = {1e-2: (1e-5, 1e-4, 1e-3), 1e-1: (1e-4, 1e-3)}
 SMALL_KERNEL_WEIGHTS = (1e-5,)
+# ``losses_relative``: theta's grid at each relative floor rho.
+FEATURE_WEIGHTS_AT_RELATIVE_FLOOR = {0.1: (1e-4, 1e-3, 1e-2), 0.5: (1e-2,)}
 TEACHER = 'configs/phase1_bonn_wrn.py:cpu'
 # 51 minutes on a family-26 EPYC; a family-25 one is ~2x slower.
 TEACHER_MIN = 100.0
@@ -174,6 +183,11 @@ def get_plan(stage: str = 'optimizer'):
     # At floor 1e-2, theta 1e-4 and 1e-3 ran first; then the rest by
     # likeliness, so that a plan stopped early has them.
     return [features[1], features[2], features[0]] + kernels + features[3:]
+  if stage == 'losses_relative':
+    return [_proxy(f'feature{f:g}_rel{rho:g}', f'bonn.feature_weight={f}',
+                   f'bonn.relative_min_variance={rho}')
+            for rho, weights in FEATURE_WEIGHTS_AT_RELATIVE_FLOOR.items()
+            for f in weights]
   if stage == 'teacher':
     return [_teacher()]
   if stage == 'kd':
@@ -186,5 +200,6 @@ def get_plan(stage: str = 'optimizer'):
   if stage == 'ablation':
     return _ablation()
   raise ValueError(f"Unknown stage {stage!r}: 'optimizer', 'conv', "
-                   "'shortcuts', 'init', 'losses', 'losses_floor', 'teacher', "
-                   "'kd', 'plain' or 'ablation'.")
+                   "'shortcuts', 'init', 'losses', 'losses_floor', "
+                   "'losses_relative', 'teacher', 'kd', 'plain' or "
+                   "'ablation'.")
