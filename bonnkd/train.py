@@ -135,10 +135,11 @@ def train_step(state: TrainState, images, labels, teacher_variables=None, *,
       loss += kernel_weight * aux['kernel_loss']
     if feature_loss:
       aux['features'] = updates.pop('intermediates')['features'][0]
+      if bonn.feature_normalization == 'batch':
+        aux['features'] = bayesian_losses.standardize(aux['features'])
       aux['feature_loss'] = bayesian_losses.feature_loss(
           aux['features'], labels, state.class_stats['centres'],
-          state.class_stats['variances'], bonn.feature_reduction,
-          bonn.relative_min_variance)
+          state.class_stats['variances'], bonn.feature_reduction)
       loss += feature_weight * aux['feature_loss']
     return loss, (logits, updates, aux)
 

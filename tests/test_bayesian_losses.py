@@ -126,40 +126,34 @@ def test_feature_loss_matches_numpy_and_its_gradient_checks():
   assert not np.any(g_c) and not np.any(g_v)
 
 
-def test_relative_floor_matches_numpy_and_is_scale_free():
+def test_standardized_features_give_the_loss_no_scale_or_shift_direction():
   rng = np.random.default_rng(4)
-  f = rng.normal(size=(8, 3)).astype(np.float32)
+  f = rng.normal(size=(8, 3)) * np.array([0.01, 1.0, 5.0]) + 2.0
   y = np.array([0, 1, 0, 1, 0, 1, 0, 1])
+  # Against NumPy, float64: (f - mean) / sqrt(var + eps) per dimension.
+  np.testing.assert_allclose(
+      bayesian_losses.standardize(f.astype(np.float32)),
+      (f - f.mean(0)) / np.sqrt(f.var(0) + 1e-5), rtol=1e-4, atol=1e-5)
   c = rng.normal(size=(2, 3)).astype(np.float32)
-  v = np.full((2, 3), 1e-4, np.float32)  # At a constant floor.
-  rho = 0.5
-  # Reference, float64: sigma^2 = max(v, rho * the batch variance of f_n).
-  f64, c64 = f.astype(np.float64), c.astype(np.float64)
-  var = np.maximum(v[y], rho * f64.var(0))
-  d2 = (f64 - c64[y]) ** 2
-  expected = 0.5 * np.sum(d2.sum(-1) + (d2 / var + np.log(var)).sum(-1))
-  np.testing.assert_allclose(
-      bayesian_losses.feature_loss(f, y, c, v, 'sum', rho), expected,
-      rtol=1e-5)
-  # Its gradient: the floor is constant, (f - c)(1 + 1/sigma^2) per entry.
-  np.testing.assert_allclose(
-      jax.grad(bayesian_losses.feature_loss)(f, y, c, v, 'sum', rho),
-      (f64 - c64[y]) * (1 + 1 / var), rtol=1e-4)
-  # Features and centres scaled by s: the 1/sigma^2-weighted sum is the same
-  # (here every variance is at the relative floor); only ||f - c||^2 and
-  # log sigma^2 change, by s^2 and log s^2.
-  def weighted(scale):
-    total = bayesian_losses.feature_loss(scale * f, y, scale * c, v, 'sum',
-                                         rho)
-    var_s = np.maximum(v[y], rho * (scale * f64).var(0))
-    return (2 * total - scale ** 2 * d2.sum()
-            - np.log(var_s).sum())
-  np.testing.assert_allclose(weighted(1.0), weighted(0.1), rtol=1e-4)
-  # A constant floor is not: the same sum falls with the features' scale.
-  def weighted_constant_floor(scale):
-    d2_s = (scale * f64 - scale * c64[y]) ** 2
-    return np.sum(d2_s / v[y])
-  assert weighted_constant_floor(0.1) < 0.02 * weighted_constant_floor(1.0)
+  v = np.full((2, 3), 1e-2, np.float32)
+  def loss(features):
+    return bayesian_losses.feature_loss(
+        bayesian_losses.standardize(features), y, c, v)
+  f32 = f.astype(np.float32)
+  g = np.asarray(jax.grad(loss)(f32), np.float64)
+  # No gradient along shifting or scaling any dimension (up to eps, which
+  # weighs most in the 0.01-scaled first one).
+  np.testing.assert_allclose(g.sum(0), 0.0, atol=1e-3 * np.abs(g).sum())
+  np.testing.assert_allclose((g * (f - f.mean(0))).sum(0), 0.0,
+                             atol=2e-3 * np.abs(g * f).sum())
+  # Without the standardisation the same loss has a gradient toward
+  # smaller features: the scaling direction is far from 0.
+  g_raw = np.asarray(jax.grad(bayesian_losses.feature_loss)(f32, y, c, v))
+  assert (g_raw * f).sum() > 0.5 * np.abs(g_raw * f).sum()
+  # The gradient itself, by finite differences (on unit-scale features:
+  # float32 differences of the 0.01-scaled dimension are too coarse).
+  jtu.check_grads(loss, (rng.normal(size=(8, 3)).astype(np.float32),),
+                  order=1, modes=('rev',), atol=1e-2, rtol=1e-2)
 
 
 def test_class_statistics_move_toward_the_batch_and_absent_classes_stay():

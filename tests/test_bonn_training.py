@@ -132,19 +132,28 @@ def test_the_class_variances_floor_is_the_configs(cifar_tarball):
   np.testing.assert_array_equal(state.class_stats['variances'], 50.0)
 
 
-def test_the_relative_floor_is_the_configs(cifar_tarball):
-  # One step from the same state: the class variances start at 1 (above
-  # any batch spread of these features), so rho 0 and rho 1 give the same
-  # loss; rho 1e6 floors every variance at 1e6 times the batch's, and the
-  # 1/sigma^2-weighted term all but vanishes.
-  def first_loss(rho):
+def test_batch_normalized_features_are_what_the_class_statistics_follow(
+    cifar_tarball):
+  # With 'batch', the centres and variances are those of the standardised
+  # features (momentum 0: one batch's): the class centres weighted by the
+  # classes' counts average to 0, and so do the within-class variances to
+  # at most the batch's variance, 1 (the law of total variance);
+  # unnormalised features of a ReLU network are positive, their centres
+  # too.
+  def stats(normalization):
     config = tiny_config(cifar_tarball[0], **W1A1,
                          **{'bonn.feature_weight': 1e-2,
-                            'bonn.relative_min_variance': rho})
-    return float(steps(config, n=1)[1]['feature_loss'])
-  off, low, high = first_loss(0.0), first_loss(1.0), first_loss(1e6)
-  assert off == low
-  assert high > off  # log sigma^2 grows; the weighted term cannot offset.
+                            'bonn.feature_momentum': 0.0,
+                            'bonn.feature_normalization': normalization})
+    state, _ = steps(config, n=1)
+    return (np.asarray(state.class_stats['centres'][:5]),
+            np.asarray(state.class_stats['variances'][:5]))
+  centres, variances = stats('batch')
+  counts = np.bincount(np.arange(32) % 5)[:, None]  # steps()' labels.
+  np.testing.assert_allclose((counts * centres).sum(0) / 32, 0.0, atol=1e-4)
+  assert np.all((counts * variances).sum(0) / 32 <= 1.0 + 1e-4)
+  raw_centres, _ = stats('none')
+  assert np.all(raw_centres >= 0) and raw_centres.mean() > 0
 
 
 def test_run_with_both_losses_trains_and_resumes(cifar_tarball, tmp_path):

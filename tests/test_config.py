@@ -79,7 +79,7 @@ def test_unknown_preset():
     ('data.source', 'hub', 'data.source.*tarball'),
     ('phase', 'phase3', 'phase.*phase1'),
     ('bonn.min_variance', 0.0, 'bonn.min_variance=0.0.*> 0'),
-    ('bonn.relative_min_variance', -0.5, 'bonn.relative_min_variance'),
+    ('bonn.feature_normalization', 'layer', 'bonn.feature_normalization'),
 ])
 def test_invalid_values_name_the_key(key, value, message):
   config = phase1_bonn_wrn.get_config('smoke')

@@ -164,7 +164,7 @@ PLANS = [(path, '') for path in sorted(
         for stage in ('select', 'cpu', 'cpu_select')] + [
             (os.path.join(ROOT, 'configs', 'plans', 'w1a1_cpu.py'), stage)
             for stage in ('conv', 'shortcuts', 'init', 'losses',
-                          'losses_floor', 'losses_relative', 'teacher',
+                          'losses_floor', 'losses_normalized', 'teacher',
                           'kd', 'plain',
                           'ablation')]
 

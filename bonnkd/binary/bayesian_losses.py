@@ -66,11 +66,16 @@ Readings chosen here (the sources reach us as extracted text):
   vary 23x and 1,000x less over the val split than a plain network's
   (``bonnkd.tools.class_features``: per-dimension variance 5.4e-3 and
   1.2e-4 against 0.12), every within-class variance under the floor, and
-  val accuracy fell to 48.86% and 20.02% (plain 59.48%). A floor relative
-  to the batch's own spread (``config.bonn.relative_min_variance``, rho:
-  ``sigma^2 >= rho Var_batch(f_n)``) keeps the weighted term unchanged when
-  the features are scaled. BONN's Algorithm 5 (line 15) names no floor.
-  BONN's
+  val accuracy fell to 48.86% and 20.02% (plain 59.48%). Nor can a floor
+  that follows the batch's spread but is held constant in the gradient
+  (tried: rho 0.1 of each dimension's batch variance collapsed the same
+  way within an epoch): with the statistics constant, the gradient of
+  every term points toward smaller features. What removes that direction
+  is the loss on features standardised over the batch, the mean and
+  variance in the gradient (:func:`standardize`,
+  ``config.bonn.feature_normalization='batch'``, not BONN's): scaling the
+  features then changes nothing the loss sees. BONN's Algorithm 5 (line
+  15) names no floor. BONN's
   centre-loss form sums over the batch's examples (``reduction='sum'``,
   ``config.bonn.feature_reduction='sum'``); bonnkd first averaged
   (``'mean'``, the config's default, which every earlier run has:
@@ -86,7 +91,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = ['kernel_loss', 'network_kernel_loss', 'FEATURE_REDUCTIONS',
-           'feature_loss',
+           'FEATURE_NORMALIZATIONS', 'standardize', 'feature_loss',
            'update_class_statistics']
 
 _EPS = 1e-8
@@ -176,11 +181,23 @@ def network_kernel_loss(params, nu: float,
 
 
 FEATURE_REDUCTIONS = ('sum', 'mean')
+FEATURE_NORMALIZATIONS = ('none', 'batch')
+
+
+def standardize(features: jax.Array, eps: float = 1e-5) -> jax.Array:
+  """(f - mean) / sqrt(var + eps) per dimension over the batch, (N, D).
+
+  The mean and variance are in the gradient (as in BatchNorm), so a loss
+  of the result has no gradient along scaling or shifting a dimension:
+  ``sum_m g_{m,n} = 0`` and ``sum_m g_{m,n} f_{m,n} = 0`` up to ``eps``.
+  """
+  mean = jnp.mean(features, axis=0)
+  var = jnp.var(features, axis=0)
+  return (features - mean) * jax.lax.rsqrt(var + eps)
 
 
 def feature_loss(features: jax.Array, labels: jax.Array, centres: jax.Array,
-                 variances: jax.Array, reduction: str = 'sum',
-                 relative_floor: float = 0.0) -> jax.Array:
+                 variances: jax.Array, reduction: str = 'sum') -> jax.Array:
   """BONN's feature loss, without theta (Eq. 3.108's second sum).
 
   Args:
@@ -189,11 +206,6 @@ def feature_loss(features: jax.Array, labels: jax.Array, centres: jax.Array,
     centres: (K, D) running class centres c (constant).
     variances: (K, D) running per-class variances sigma^2 (constant, > 0).
     reduction: 'sum' over the batch's examples m (BONN's) or 'mean'.
-    relative_floor: rho >= 0; above 0, each sigma^2_n used is at least rho
-      times dimension n's variance over the batch (constant): a floor that
-      scales with the features, so that shrinking every feature lowers the
-      1/sigma^2-weighted term no more than it lowers sigma^2 (not BONN's;
-      the module docstring says why).
 
   Returns:
     the sum (or mean) over m of 1/2 (||f_m - c||^2 + sum_n [(f - c)^2 /
@@ -201,9 +213,6 @@ def feature_loss(features: jax.Array, labels: jax.Array, centres: jax.Array,
   """
   c = jax.lax.stop_gradient(centres)[labels]
   var = jax.lax.stop_gradient(variances)[labels]
-  if relative_floor:
-    spread = jnp.var(jax.lax.stop_gradient(features), axis=0)
-    var = jnp.maximum(var, relative_floor * spread)
   d2 = (features - c) ** 2
   per_example = jnp.sum(d2, -1) + jnp.sum(d2 / var + jnp.log(var), -1)
   if reduction not in FEATURE_REDUCTIONS:

@@ -132,10 +132,11 @@ def base_config() -> ml_collections.ConfigDict:
   # bayesian_losses.py), and configs/plans/w1a1_cpu.py:losses_floor
   # chooses the floor on val with theta.
   config.bonn.min_variance = 1e-4
-  # rho > 0: each variance the loss divides by is also at least rho times
-  # that feature's variance over the batch, a floor that scales with the
-  # features (not BONN's; 0, every earlier run's, turns it off).
-  config.bonn.relative_min_variance = 0.0
+  # 'batch': the feature loss (and its class statistics) on the features
+  # standardised over the batch, so that shrinking them gains nothing (not
+  # BONN's; bonnkd/binary/bayesian_losses.py); 'none', every earlier
+  # run's: on the features as they are.
+  config.bonn.feature_normalization = 'none'
 
   config.log_every_steps = 50
   config.eval_every_epochs = 1

@@ -7,6 +7,7 @@ are called by ``bonnkd.train.validate_config`` before anything compiles.
 """
 
 from bonnkd import errors
+from bonnkd.binary import bayesian_losses
 from bonnkd.config import defaults
 
 __all__ = ['OPTIMIZERS', 'check', 'validate']
@@ -67,8 +68,9 @@ def validate(config, num_devices: int = 1) -> None:
         b.feature_momentum, 'a float in [0, 1)')
   check(b.min_variance > 0, 'bonn.min_variance', b.min_variance,
         'a variance > 0')
-  check(b.relative_min_variance >= 0, 'bonn.relative_min_variance',
-        b.relative_min_variance, 'a factor >= 0 (0: off)')
+  check(b.feature_normalization in bayesian_losses.FEATURE_NORMALIZATIONS,
+        'bonn.feature_normalization', b.feature_normalization,
+        f'one of {bayesian_losses.FEATURE_NORMALIZATIONS}')
   check(isinstance(b.kernel_loss_trains_modulation, bool),
         'bonn.kernel_loss_trains_modulation', b.kernel_loss_trains_modulation,
         'True or False')

@@ -82,7 +82,7 @@ ADDED_LATER = {
     'bonn.nu': 1e-4,
     'bonn.feature_momentum': 0.9,
     'bonn.min_variance': 1e-4,
-    'bonn.relative_min_variance': 0.0,
+    'bonn.feature_normalization': 'none',
     'bonn.kernel_loss_trains_modulation': True,
     'bonn.feature_reduction': 'mean',
     'optim.name': 'sgd',

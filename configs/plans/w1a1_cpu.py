@@ -40,11 +40,11 @@ Stages (``configs/plans/w1a1_cpu.py:<stage>``):
   that floor collapsed as well, so the grid reaches down to 1e-5 (the
   paper's 1e-2 collapsed at the ``losses`` stage); a larger constant floor
   was not tried, the checkpoints showing why any constant one fails
-  (``losses_relative``).
-* ``losses_relative`` -- theta again with a floor relative to the batch's
-  spread of each feature (``bonn.relative_min_variance``, rho), the
-  ``losses_floor`` stage's constant floors having let training shrink
-  every feature (results/bonn/README.md).
+  (``losses_normalized``).
+* ``losses_normalized`` -- theta again, the feature loss on the features
+  standardised over the batch (``bonn.feature_normalization='batch'``),
+  the ``losses_floor`` stage's constant floor having let training shrink
+  every feature (results/bonn/README.md), up to the paper's 1e-2.
 * ``teacher`` -- the real-valued teacher for distillation at the CPU
   budget: the phase-1 ``cpu`` preset (WRN-10-2 with a 1-bit stem, 85.53%
   test on a family-26 EPYC), val only.
@@ -70,7 +70,7 @@ Command (the data path is this machine's)::
   python -m bonnkd.sweep configs/plans/w1a1_cpu.py:losses_floor \\
       --out runs/w1a1 \\
       --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
-  python -m bonnkd.sweep configs/plans/w1a1_cpu.py:losses_relative \\
+  python -m bonnkd.sweep configs/plans/w1a1_cpu.py:losses_normalized \\
       --out runs/w1a1 \\
       --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
   python -m bonnkd.sweep configs/plans/w1a1_cpu.py:kd --out runs/w1a1 \\
@@ -114,8 +114,8 @@ LOSSES_MIN_VARIANCE = 1e-4
 # ``losses_floor``: theta's grid at each floor of the class variances.
 FEATURE_WEIGHTS_AT_FLOOR = {1e-2: (1e-5, 1e-4, 1e-3)}
 SMALL_KERNEL_WEIGHTS = (1e-5,)
-# ``losses_relative``: theta's grid at each relative floor rho.
-FEATURE_WEIGHTS_AT_RELATIVE_FLOOR = {0.1: (1e-4, 1e-3, 1e-2), 0.5: (1e-2,)}
+# ``losses_normalized``: theta's grid on standardised features.
+FEATURE_WEIGHTS_NORMALIZED = (1e-3, 1e-2, 1e-4)
 TEACHER = 'configs/phase1_bonn_wrn.py:cpu'
 # 51 minutes on a family-26 EPYC; a family-25 one is ~2x slower.
 TEACHER_MIN = 100.0
@@ -184,11 +184,10 @@ def get_plan(stage: str = 'optimizer'):
                for k in SMALL_KERNEL_WEIGHTS]
     # Theta 1e-4 and 1e-3 ran first.
     return [features[1], features[2], features[0]] + kernels
-  if stage == 'losses_relative':
-    return [_proxy(f'feature{f:g}_rel{rho:g}', f'bonn.feature_weight={f}',
-                   f'bonn.relative_min_variance={rho}')
-            for rho, weights in FEATURE_WEIGHTS_AT_RELATIVE_FLOOR.items()
-            for f in weights]
+  if stage == 'losses_normalized':
+    return [_proxy(f'feature{f:g}_std', f'bonn.feature_weight={f}',
+                   'bonn.feature_normalization=batch')
+            for f in FEATURE_WEIGHTS_NORMALIZED]
   if stage == 'teacher':
     return [_teacher()]
   if stage == 'kd':
@@ -202,5 +201,5 @@ def get_plan(stage: str = 'optimizer'):
     return _ablation()
   raise ValueError(f"Unknown stage {stage!r}: 'optimizer', 'conv', "
                    "'shortcuts', 'init', 'losses', 'losses_floor', "
-                   "'losses_relative', 'teacher', 'kd', 'plain' or "
+                   "'losses_normalized', 'teacher', 'kd', 'plain' or "
                    "'ablation'.")
