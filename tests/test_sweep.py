@@ -211,6 +211,29 @@ def test_bonn_plan_is_the_issues_ablation(stage, tmp_path):
   assert layouts.pop()[2:4] == ('inner', 'both')
 
 
+def test_w1a1_ablation_is_the_issues_four_rows(tmp_path):
+  # With the plain stage: plain, kernel_feature, kd, kernel_feature_kd x
+  # seeds 0 and 1, one recipe; only BONN's loss weights and the KD differ.
+  plan = os.path.join(ROOT, 'configs', 'plans', 'w1a1_cpu.py')
+  runs = sweep.load_plan(plan, 'plain') + sweep.load_plan(plan, 'ablation')
+  configs = {r.name: sweep._config_of(r, str(tmp_path)) for r in runs}  # pylint: disable=protected-access
+  rows = {f'{v}_s{s}' for s in (0, 1) for v in
+          ('plain', 'kd', 'kernel_feature', 'kernel_feature_kd')}
+  assert set(configs) == rows | {'teacher'}
+  def what(c):
+    return (c.bonn.kernel_weight, c.bonn.feature_weight, c.kd.enabled)
+  for seed in (0, 1):
+    assert what(configs[f'plain_s{seed}']) == (0.0, 0.0, False)
+    assert what(configs[f'kd_s{seed}']) == (0.0, 0.0, True)
+    lam, theta, kd = what(configs[f'kernel_feature_s{seed}'])
+    assert lam > 0 and theta > 0 and not kd
+    assert what(configs[f'kernel_feature_kd_s{seed}']) == (lam, theta, True)
+  recipe = {(c.model.depth, c.model.width, c.model.weight_scale,
+             c.model.shortcuts, c.num_epochs, c.optim.name, c.optim.lr,
+             c.eval_test) for n, c in configs.items() if n != 'teacher'}
+  assert len(recipe) == 1 and recipe.pop()[-1]  # Test read by these rows.
+
+
 def test_bonn_selection_reads_val_only_and_varies_one_thing(tmp_path):
   runs = sweep.load_plan(os.path.join(ROOT, 'configs', 'plans', 'bonn.py'),
                          'cpu_select')
