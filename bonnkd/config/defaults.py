@@ -129,8 +129,7 @@ def base_config() -> ml_collections.ConfigDict:
   # feature loss weighs (f - c)^2 by 1/sigma^2, so the floor caps that
   # weight. 1e-4 is what every run before the key had; on the W1A1 recipe
   # it lets the summed loss pin every feature (bonnkd/binary/
-  # bayesian_losses.py), and configs/plans/w1a1_cpu.py:losses_floor
-  # chooses the floor on val with theta.
+  # bayesian_losses.py; configs/plans/w1a1_cpu.py's losses_* stages).
   config.bonn.min_variance = 1e-4
   # 'batch': the feature loss (and its class statistics) on the features
   # standardised over the batch, so that shrinking them gains nothing (not

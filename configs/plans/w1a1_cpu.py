@@ -44,7 +44,9 @@ Stages (``configs/plans/w1a1_cpu.py:<stage>``):
 * ``losses_normalized`` -- theta again, the feature loss on the features
   standardised over the batch (``bonn.feature_normalization='batch'``),
   the ``losses_floor`` stage's constant floor having let training shrink
-  every feature (results/bonn/README.md), up to the paper's 1e-2.
+  every feature (results/bonn/README.md), up to the paper's 1e-2. All
+  lost (the features die instead); the ablation takes the best of
+  ``losses_floor`` (``CHOSEN_LOSSES``).
 * ``teacher`` -- the real-valued teacher for distillation at the CPU
   budget: the phase-1 ``cpu`` preset (WRN-10-2 with a 1-bit stem, 85.53%
   test on a family-26 EPYC), val only.
@@ -57,9 +59,9 @@ Stages (``configs/plans/w1a1_cpu.py:<stage>``):
 * ``ablation`` -- the other rows, seed by seed, in the same ``--out`` as
   ``plain``: ``kd`` (the recipe distilled from the teacher, alpha and T
   from the ``kd`` stage), ``kernel_feature`` (BONN's losses, lambda and
-  theta from the ``losses*`` stages) and ``kernel_feature_kd`` (both). The teacher is
-  the ``teacher`` stage's run, in that ``--out`` too (moved there, or
-  trained there by this stage).
+  theta from the ``losses*`` stages) and ``kernel_feature_kd`` (both).
+  The teacher is the ``teacher`` stage's run, in that ``--out`` too (moved
+  there, or trained there by this stage).
 
 Command (the data path is this machine's)::
 
