@@ -136,10 +136,10 @@ def test_batch_normalized_features_are_what_the_class_statistics_follow(
     cifar_tarball):
   # With 'batch', the centres and variances are those of the standardised
   # features (momentum 0: one batch's): the class centres weighted by the
-  # classes' counts average to 0, and so do the within-class variances to
-  # at most the batch's variance, 1 (the law of total variance);
-  # unnormalised features of a ReLU network are positive, their centres
-  # too.
+  # classes' counts average to 0, and the within-class variances, so
+  # weighted, to at most the batch's variance, 1 (the law of total
+  # variance); unnormalised features of a ReLU network are positive, and
+  # so are their centres.
   def stats(normalization):
     config = tiny_config(cifar_tarball[0], **W1A1,
                          **{'bonn.feature_weight': 1e-2,

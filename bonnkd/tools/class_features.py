@@ -28,7 +28,7 @@ from bonnkd.data import input_pipeline
 from bonnkd.run import run_dir
 from bonnkd.training import train_state
 
-__all__ = ['class_variances', 'features_of']
+__all__ = ['class_variances', 'features_of', 'describe']
 
 
 def class_variances(features: np.ndarray, labels: np.ndarray,
@@ -74,6 +74,8 @@ def _summary(name: str, values: np.ndarray) -> str:
 
 def describe(features: np.ndarray, labels: np.ndarray, num_classes: int,
              floors: Sequence[float]) -> str:
+  """The report: variances over the split and within classes, and how
+  many within-class variances fall below each of ``floors``."""
   within = class_variances(features, labels, num_classes)
   lines = [_summary('variance over the split, per dimension',
                     features.astype(np.float64).var(0)),
