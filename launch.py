@@ -61,6 +61,20 @@ class _HideLibraryInfo(std_logging.Filter):
     return record.levelno > std_logging.INFO or '/orbax/' not in record.pathname
 
 
+def _hide_gpus_from_tensorflow():
+  """tf.data / tfds must not take accelerator memory from JAX.
+
+  tfds may download CIFAR-10 before XLA's flags are timed. A host without
+  TensorFlow (config.data.source='tarball', config.tensorboard=False) has
+  nothing to hide.
+  """
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return
+  tf.config.set_visible_devices([], 'GPU')
+
+
 @errors.exit_on_user_error
 def main(argv):
   if len(argv) > 1:
@@ -75,10 +89,7 @@ def main(argv):
   distributed = _DISTRIBUTED.value or bool(_COORDINATOR.value)
   logging.get_absl_handler().addFilter(_HideLibraryInfo())
   train.validate_config(config)
-  # tf.data / tfds must not take accelerator memory from JAX (tfds may
-  # download CIFAR-10 before the flags below are timed).
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], 'GPU')
+  _hide_gpus_from_tensorflow()
   # Before JAX's backend starts (XLA reads XLA_FLAGS then), after the config
   # and the data are checked, so that a mistake is not measured. Several
   # processes would time each other: they take a cached choice or XLA's

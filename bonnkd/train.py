@@ -437,12 +437,31 @@ def _progress_report(setup_: Setup, log, waits_at: list[int]):
   it logs their metrics; a report on a clock of its own (clu's default, every
   60 s) would time the dispatch of steps still queued (BONN's WRN-16-3 on 2
   CPU cores: 0.78 steps/s and an ETA of 57 min, then one step in 117 s, for
-  a run of 0.26 steps/s).
+  a run of 0.26 steps/s). clu's periodic actions import TensorFlow; where it
+  is not installed (``config.tensorboard=False`` allows that) there is no
+  report, and ``metrics.jsonl``'s ``elapsed_s`` still times the run.
   """
-  from clu import periodic_actions  # pylint: disable=g-import-not-at-top
+  try:
+    from clu import periodic_actions  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    logging.info('No progress report (clu needs TensorFlow: %s).', e)
+    return _NoProgressReport()
   return periodic_actions.ReportProgress(
       num_train_steps=setup_.total_steps, writer=log.writer, every_secs=None,
       on_steps=waits_at)
+
+
+class _NoProgressReport:
+  """What the loop calls on clu's ReportProgress, doing nothing."""
+
+  def __call__(self, step: int) -> bool:
+    del step
+    return False
+
+  @contextlib.contextmanager
+  def timed(self, name: str, wait_jax_async_dispatch: bool = True):
+    del name, wait_jax_async_dispatch
+    yield
 
 
 # How far the best checkpoint's val accuracy, evaluated again, may be from the

@@ -187,11 +187,11 @@ def interrupt_at_step(monkeypatch, step: int):
   return lambda: monkeypatch.setattr(input_pipeline, 'train_indices', real)
 
 
-def start_launch(workdir, data, *extra):
+def start_launch(workdir, data, *extra, env=None):
   """Starts ``launch.py`` on the phase-1 smoke preset and the synthetic data.
 
   500 train images / batch 32 = 15 steps an epoch. Returns the Popen; its
-  stdout holds stderr too.
+  stdout holds stderr too. ``env``: variables set beside the environment's.
   """
   cmd = [sys.executable, 'launch.py',
          '--config', 'configs/phase1_bonn_wrn.py:smoke',
@@ -200,7 +200,8 @@ def start_launch(workdir, data, *extra):
          '--config.data.train_limit=-1', '--config.data.num_val=100', *extra]
   return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True,
-                          env=dict(os.environ, JAX_PLATFORMS='cpu'))
+                          env=dict(os.environ, JAX_PLATFORMS='cpu',
+                                   **(env or {})))
 
 
 def offline_download(monkeypatch):

@@ -401,3 +401,43 @@ def test_tarball_missing_a_class(tmp_path):
   with pytest.raises(input_pipeline.DataError,
                      match="train split of tarball.*class \\['truck'\\]"):
     input_pipeline.load_splits(data_config('tarball', path, 10))
+
+
+def without_tensorflow(tmp_path) -> dict:
+  """The environment of a host whose Python has no TensorFlow (the H200's)."""
+  stub = tmp_path / 'no_tf' / 'tensorflow'
+  stub.mkdir(parents=True)
+  (stub / '__init__.py').write_text(
+      'raise ImportError("No module named tensorflow (this test)")\n')
+  return {'PYTHONPATH': os.pathsep.join(
+      [str(tmp_path / 'no_tf'), os.environ.get('PYTHONPATH', '')])}
+
+
+def test_a_host_without_tensorflow_trains_without_tensorboard(
+    tmp_path, cifar_tarball):
+  # The tarball needs no TensorFlow; clu's writers and progress report do,
+  # so the run logs to metrics.jsonl and the console alone.
+  workdir = tmp_path / 'run'
+  proc = start_launch(workdir, cifar_tarball[0], '--config.num_epochs=1',
+                      '--config.tensorboard=False',
+                      env=without_tensorflow(tmp_path))
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out[-3000:]
+  assert 'No progress report (clu needs TensorFlow' in out
+  final = run_dir.RunDir(str(workdir)).final()
+  assert 0 <= final['test_accuracy'] <= 1
+  records = [json.loads(l) for l in open(workdir / 'metrics.jsonl')]
+  assert {r['split'] for r in records} >= {'train', 'val', 'test'}
+  assert not [f for f in os.listdir(workdir) if 'tfevents' in f]
+
+
+def test_tensorboard_without_tensorflow_is_one_clear_error(tmp_path,
+                                                           cifar_tarball):
+  proc = start_launch(tmp_path / 'run', cifar_tarball[0],
+                      '--config.num_epochs=1',
+                      env=without_tensorflow(tmp_path))
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode != 0
+  line = one_error_line(out)
+  assert 'config.tensorboard=True needs TensorFlow' in line
+  assert '--config.tensorboard=False' in line

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from bonnkd import errors
+from bonnkd.data import folder_to_tarball
 from bonnkd.data import input_pipeline
 from bonnkd.data import prepare_tfds
 from bonnkd.data.input_pipeline import Split
@@ -170,3 +171,49 @@ def test_prepare_tfds_rejects_what_is_not_the_binary_release(cifar_tarball,
   # The python-pickle release is not what tfds's builder reads.
   with pytest.raises(errors.UserError, match='data_batch_1.bin'):
     prepare_tfds.prepare_cifar10(cifar_tarball[0], str(tmp_path))
+
+
+@pytest.mark.parametrize('decoder', input_pipeline.DECODERS)
+def test_folder_to_tarball_gives_the_folders_splits(tmp_path, decoder):
+  # The tarball read without TensorFlow holds the folder's images in the
+  # folder's order: the same train, val and test splits.
+  write_image_folder(tmp_path / 'tree', per_class=6)
+  path = tmp_path / 'cifar-10-python.tar.gz'
+  counts = folder_to_tarball.write_tarball(str(tmp_path / 'tree'), str(path),
+                                           decoder)
+  assert counts == {'train': 60, 'test': 60}
+  from_folder = input_pipeline.load_splits(
+      data_config('folder', tmp_path / 'tree', 7))
+  from_tarball = input_pipeline.load_splits(data_config('tarball', path, 7))
+  for name in ('train', 'val', 'test'):
+    np.testing.assert_array_equal(from_tarball[name].images,
+                                  from_folder[name].images)
+    np.testing.assert_array_equal(from_tarball[name].labels,
+                                  from_folder[name].labels)
+
+
+def test_pil_decoder_is_libjpegs_accurate_idct(tmp_path):
+  # TensorFlow's own decoder with the accurate IDCT is the reference; its
+  # default (the fast IDCT, what the folder source reads) differs.
+  tf = pytest.importorskip('tensorflow')
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  pixels = rng.integers(0, 256, (32, 32, 3), np.uint8)
+  path = str(tmp_path / 'noise.jpg')
+  Image.fromarray(pixels).save(path, quality=75)
+  raw = tf.io.read_file(path)
+  accurate = tf.io.decode_jpeg(raw, channels=3,
+                               dct_method='INTEGER_ACCURATE').numpy()
+  np.testing.assert_array_equal(input_pipeline._decode_image_pil(path),
+                                accurate)
+  assert (input_pipeline._decode_image(path, tf) != accurate).any()
+
+
+def test_pil_decoder_names_a_file_that_does_not_decode(tmp_path):
+  write_image_folder(tmp_path, per_class=1)
+  bad = tmp_path / 'test' / 'cat' / '0000.png'
+  bad.write_bytes(b'not an image')
+  with pytest.raises(input_pipeline.DataError, match='0000.png'):
+    folder_to_tarball.write_tarball(str(tmp_path), str(tmp_path / 'x.tar.gz'),
+                                    'pil')
+  assert not (tmp_path / 'x.tar.gz').exists()

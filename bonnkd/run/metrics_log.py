@@ -4,7 +4,10 @@
 each with ``step``, ``epoch``, ``split``, ``loss``, ``accuracy``,
 ``wall_time`` (unix seconds) and ``elapsed_s`` (training seconds, summed over
 resumes)). TensorBoard events and console lines go through clu's metric
-writers.
+writers, which import TensorFlow; with ``config.tensorboard=False`` the
+console lines are written here instead (:class:`ConsoleWriter`), so a run
+needs no TensorFlow (an accelerator image with JAX alone, the data from
+``config.data.source='tarball'``).
 """
 
 import json
@@ -18,7 +21,7 @@ from absl import logging
 from bonnkd import errors
 from bonnkd import fileio
 
-__all__ = ['MetricsLog', 'read_jsonl']
+__all__ = ['MetricsLog', 'ConsoleWriter', 'read_jsonl']
 
 
 def _parse_lines(path: str):
@@ -43,6 +46,35 @@ def _parse_lines(path: str):
 def read_jsonl(path: str) -> list[dict[str, Any]]:
   """The records of a metrics.jsonl; lines cut short are skipped, warned."""
   return _parse_lines(path)[0]
+
+
+class ConsoleWriter:
+  """clu's ``LoggingWriter`` for scalars, without importing TensorFlow."""
+
+  def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
+    values = ', '.join(f'{k}={v:.6g}' for k, v in sorted(scalars.items()))
+    logging.info('[%d] %s', step, values)
+
+  def flush(self) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+
+def _writer(logdir: str, tensorboard: bool):
+  """clu's default writer (TensorBoard and console), or the console alone."""
+  if not tensorboard:
+    return ConsoleWriter()
+  try:
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise errors.ConfigError(
+        f'config.tensorboard=True needs TensorFlow for clu\'s TensorBoard '
+        f'writer ({e}); pip install tensorflow-cpu, or set '
+        '--config.tensorboard=False (metrics.jsonl and the console only).'
+    ) from e
+  return metric_writers.create_default_writer(logdir, asynchronous=False)
 
 
 class MetricsLog:
@@ -76,10 +108,7 @@ class MetricsLog:
       # Atomically: a full disk here leaves the old file, not half of it.
       fileio.write_text(self.path, ''.join(json.dumps(r) + '\n' for r in kept))
     self._start = time.time()
-    from clu import metric_writers  # pylint: disable=g-import-not-at-top
-    self.writer = metric_writers.create_default_writer(
-        os.path.dirname(path), just_logging=not (is_main and tensorboard),
-        asynchronous=False)
+    self.writer = _writer(os.path.dirname(path), is_main and tensorboard)
 
   @property
   def elapsed_s(self) -> float:
