@@ -426,7 +426,7 @@ def test_a_host_without_tensorflow_trains_without_tensorboard(
   assert 'No progress report (clu needs TensorFlow' in out
   final = run_dir.RunDir(str(workdir)).final()
   assert 0 <= final['test_accuracy'] <= 1
-  records = [json.loads(l) for l in open(workdir / 'metrics.jsonl')]
+  records = metrics_log.read_jsonl(str(workdir / 'metrics.jsonl'))
   assert {r['split'] for r in records} >= {'train', 'val', 'test'}
   assert not [f for f in os.listdir(workdir) if 'tfevents' in f]
 
