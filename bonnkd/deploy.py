@@ -236,13 +236,8 @@ def load_split(program: export.Program, split: str,
     errors.ConfigError, errors.DataError: a bad source, or data that is not
       there (one message naming it), before anything is read.
   """
-  data = ml_collections.ConfigDict(program.header['config']['data'])
-  data.source = data_source or data.source
-  data.dir = data_dir or data.dir
-  data.eval_limit = limit
-  input_pipeline.validate_config(data)
-  input_pipeline.ensure_available(data)
-  return input_pipeline.load_splits(data)[split]
+  return input_pipeline.load_split(program.header['config']['data'], split,
+                                   data_source, data_dir, limit)
 
 
 @errors.exit_on_user_error

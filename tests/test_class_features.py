@@ -24,6 +24,21 @@ def test_class_variances_by_hand():
   assert 'below 0.5: 2 of 4' in text and 'below 2: 3 of 4' in text
 
 
+def test_kurtosis_by_hand_and_against_a_gaussian():
+  # Dimension 0: values (0, 0, 0, 4): mean 1, central moments m2 = 3,
+  # m4 = (1 + 1 + 1 + 81) / 4 = 21, kurtosis 21 / 9. Dimension 1 constant.
+  f = np.array([[0.0, 2.0], [0.0, 2.0], [0.0, 2.0], [4.0, 2.0]])
+  k = class_features.kurtosis(f)
+  np.testing.assert_allclose(k[0], 21 / 9)
+  assert np.isnan(k[1])
+  gaussian = np.random.default_rng(0).normal(size=(200_000, 2))
+  np.testing.assert_allclose(class_features.kurtosis(gaussian), 3, atol=0.05)
+  text = class_features.describe(f, np.zeros(4, int), 1, floors=())
+  assert 'constant dimensions: 1 of 2' in text
+  assert f'kurtosis over the split, per non-constant dimension (3 for a ' \
+      f'Gaussian): min {21 / 9:.4g}' in text
+
+
 def test_features_are_what_the_classifier_reads(finished_run):
   config, workdir, _ = finished_run
   run = run_dir.RunDir.open(workdir)

@@ -33,6 +33,7 @@ import pickle
 import re
 import tarfile
 
+import ml_collections
 import numpy as np
 
 from bonnkd import errors
@@ -41,11 +42,13 @@ from bonnkd.config import validation
 __all__ = [
     'CLASS_NAMES',
     'SOURCES',
+    'DECODERS',
     'Split',
     'DataNotFoundError',
     'DataError',
     'validate_config',
     'ensure_available',
+    'load_split',
     'load_splits',
     'train_indices',
     'eval_batches',
@@ -312,6 +315,28 @@ def ensure_available(data_config) -> None:
   check = {'tfds': _prepare_tfds, 'folder': _check_folder,
            'tarball': _check_tarball}[data_config.source]
   check(data_config.dir)
+
+
+def load_split(data_config, split: str, source: str | None = None,
+               data_dir: str | None = None, limit: int = -1) -> Split:
+  """One split of a run's ``config.data``, or of the source / dir given.
+
+  For the tools that read a finished run's data (``bonnkd.deploy``,
+  ``bonnkd.tools.class_features``): ``data_config`` is the run's
+  ``config.data`` (a ConfigDict or a dict), ``limit`` >= 0 a random subset
+  (:meth:`Split.take`).
+
+  Raises:
+    errors.ConfigError, DataNotFoundError: a bad source, or data that is not
+      there (one message naming it), before anything is read.
+  """
+  data = ml_collections.ConfigDict(dict(data_config))
+  data.source = source or data.source
+  data.dir = data_dir or data.dir
+  data.eval_limit = limit
+  validate_config(data)
+  ensure_available(data)
+  return load_splits(data)[split]
 
 
 def load_splits(data_config) -> dict[str, Split]:

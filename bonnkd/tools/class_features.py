@@ -7,10 +7,11 @@
 Applies the run's best checkpoint in eval mode to a split and takes the
 features before the classifier (the model's ``intermediates/features``, the
 ``f`` of :func:`bonnkd.binary.bayesian_losses.feature_loss`). Prints each
-feature dimension's variance over the whole split, and its variance within
-each class (the ``sigma^2`` the feature loss divides by, which
+feature dimension's variance and kurtosis over the whole split, how many
+dimensions are constant, and each dimension's variance within each class
+(the ``sigma^2`` the feature loss divides by, which
 ``config.bonn.min_variance`` floors): their minimum, 10th percentile,
-median and mean over (class, dimension), and how many fall below a floor.
+median, mean and maximum, and how many fall below a floor.
 """
 
 import argparse
@@ -18,7 +19,6 @@ from collections.abc import Sequence
 import sys
 
 import jax
-import ml_collections
 import numpy as np
 
 from bonnkd import errors
@@ -28,7 +28,7 @@ from bonnkd.data import input_pipeline
 from bonnkd.run import run_dir
 from bonnkd.training import train_state
 
-__all__ = ['class_variances', 'features_of', 'describe']
+__all__ = ['class_variances', 'kurtosis', 'features_of', 'describe']
 
 
 def class_variances(features: np.ndarray, labels: np.ndarray,
@@ -65,10 +65,24 @@ def features_of(run: run_dir.RunDir, split: input_pipeline.Split,
       for i in range(0, len(split), batch_size)])
 
 
+def kurtosis(features: np.ndarray) -> np.ndarray:
+  """(D,): each dimension's kurtosis over the split, E[(f - mu)^4] / var^2.
+
+  3 for a Gaussian; large where a few examples carry a dimension (a
+  feature the network has silenced but for outliers). NaN where the
+  dimension is constant.
+  """
+  centred = features.astype(np.float64) - features.mean(0, dtype=np.float64)
+  var = (centred ** 2).mean(0)
+  with np.errstate(divide='ignore', invalid='ignore'):
+    return np.where(var > 0, (centred ** 4).mean(0) / var ** 2, np.nan)
+
+
 def _summary(name: str, values: np.ndarray) -> str:
   v = values[np.isfinite(values)]
   return (f'{name}: min {v.min():.4g}, p10 {np.percentile(v, 10):.4g}, '
-          f'median {np.median(v):.4g}, mean {v.mean():.4g} '
+          f'median {np.median(v):.4g}, mean {v.mean():.4g}, '
+          f'max {v.max():.4g} '
           f'({v.size} values)')
 
 
@@ -77,8 +91,12 @@ def describe(features: np.ndarray, labels: np.ndarray, num_classes: int,
   """The report: variances over the split and within classes, and how
   many within-class variances fall below each of ``floors``."""
   within = class_variances(features, labels, num_classes)
-  lines = [_summary('variance over the split, per dimension',
-                    features.astype(np.float64).var(0)),
+  over_split = features.astype(np.float64).var(0)
+  lines = [_summary('variance over the split, per dimension', over_split),
+           f'constant dimensions: {np.sum(over_split == 0)} of '
+           f'{over_split.size}',
+           _summary('kurtosis over the split, per non-constant dimension '
+                    '(3 for a Gaussian)', kurtosis(features)),
            _summary('variance within a class, per (class, dimension)',
                     within)]
   finite = within[np.isfinite(within)]
@@ -114,12 +132,9 @@ def _args(argv):
 def main(argv: Sequence[str] | None = None) -> int:
   args = _args(argv)
   run = run_dir.RunDir.open(args.run)
-  data = ml_collections.ConfigDict(run.config.data.to_dict())
-  data.source = args.data_source or data.source
-  data.dir = args.data_dir or data.dir
-  input_pipeline.validate_config(data)
-  input_pipeline.ensure_available(data)
-  split = input_pipeline.load_splits(data)[args.split].take(args.limit)
+  split = input_pipeline.load_split(run.config.data, args.split,
+                                    args.data_source, args.data_dir,
+                                    args.limit)
   features = features_of(run, split)
   print(f'{run.path}, best checkpoint, {args.split} '
         f'({len(split):,} examples), {features.shape[1]} features:')
