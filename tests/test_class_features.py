@@ -37,6 +37,10 @@ def test_kurtosis_by_hand_and_against_a_gaussian():
   assert 'constant dimensions: 1 of 2' in text
   assert f'kurtosis over the split, per non-constant dimension (3 for a ' \
       f'Gaussian): min {21 / 9:.4g}' in text
+  constant = class_features.describe(np.ones((4, 2)), np.zeros(4, int), 1,
+                                     floors=())
+  assert 'constant dimensions: 2 of 2' in constant
+  assert 'per non-constant dimension (3 for a Gaussian): none' in constant
 
 
 def test_features_are_what_the_classifier_reads(finished_run):

@@ -57,13 +57,17 @@ def write_tarball(root: str, path: str, decoder: str = 'tensorflow') -> dict:
   splits = input_pipeline._load_folder(root, decoder)  # pylint: disable=protected-access
   train = splits['train']
   bounds = np.linspace(0, len(train), NUM_TRAIN_BATCHES + 1).astype(int)
-  tmp = path + '.partial'
-  with tarfile.open(tmp, 'w:gz', compresslevel=1) as tar:
-    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]), start=1):
-      _add(tar, f'data_batch_{i}', _batch_bytes(
-          input_pipeline.Split(train.images[lo:hi], train.labels[lo:hi])))
-    _add(tar, 'test_batch', _batch_bytes(splits['test']))
-  os.replace(tmp, path)
+  tmp = path + '.partial'  # A full disk leaves no half tarball at ``path``.
+  try:
+    with tarfile.open(tmp, 'w:gz', compresslevel=1) as tar:
+      for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]), start=1):
+        _add(tar, f'data_batch_{i}', _batch_bytes(
+            input_pipeline.Split(train.images[lo:hi], train.labels[lo:hi])))
+      _add(tar, 'test_batch', _batch_bytes(splits['test']))
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
   return {name: len(split) for name, split in splits.items()}
 
 

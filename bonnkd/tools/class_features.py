@@ -80,6 +80,8 @@ def kurtosis(features: np.ndarray) -> np.ndarray:
 
 def _summary(name: str, values: np.ndarray) -> str:
   v = values[np.isfinite(values)]
+  if not v.size:
+    return f'{name}: none'
   return (f'{name}: min {v.min():.4g}, p10 {np.percentile(v, 10):.4g}, '
           f'median {np.median(v):.4g}, mean {v.mean():.4g}, '
           f'max {v.max():.4g} '
@@ -88,8 +90,9 @@ def _summary(name: str, values: np.ndarray) -> str:
 
 def describe(features: np.ndarray, labels: np.ndarray, num_classes: int,
              floors: Sequence[float]) -> str:
-  """The report: variances over the split and within classes, and how
-  many within-class variances fall below each of ``floors``."""
+  """The report: variances and kurtosis over the split, the constant
+  dimensions, the variances within classes, and how many of those fall
+  below each of ``floors``."""
   within = class_variances(features, labels, num_classes)
   over_split = features.astype(np.float64).var(0)
   lines = [_summary('variance over the split, per dimension', over_split),
