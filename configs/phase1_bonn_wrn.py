@@ -8,9 +8,10 @@ Presets (``configs/phase1_bonn_wrn.py:<preset>``):
   and classifier real-valued, 99.0% of the conv weights 1-bit), trained
   with both Bayesian losses at the lambda / theta chosen on val; 200
   epochs, bfloat16. BONN reports 87.3% for its 1-bit WRN-22 on CIFAR-10.
-  Expected on one H200: about 8 minutes, an estimate, not a measurement:
+  Expected on one H200: about 7 minutes, an estimate, not a measurement:
   200 epochs are 9.0M images, 619M MACs each (``python -m bonnkd.tools.summary``),
-  at the 20,000 img/s issue 10 sets for ResNet-18 (555M MACs) in bfloat16;
+  at the 23,000-24,500 img/s the W1A1 ResNet-18 (555M MACs, the same
+  recipe) trained at there in bfloat16 (results/gpu/README.md);
   ``python -m benchmarks.throughput`` there measures it.
 * cpu -- the seed's choice, sized for 2 CPU cores and <= 60 minutes of
   training: WRN-10-2 whose first convolution has 1-bit weights with a

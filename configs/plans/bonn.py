@@ -33,8 +33,11 @@ Commands (the data path is this machine's)::
       --set data.source=folder --set data.dir=/data/cifar10-jpeg
 
 Expected minutes: on CPU from the measured throughput of the ``bonn_cpu``
-model (results/README.md); on an accelerator not measured yet
-(``python -m benchmarks.throughput`` there gives them).
+model (results/README.md); on an accelerator not measured yet for
+WRN-22-4 (``python -m benchmarks.throughput`` there gives them): the W1A1
+ResNet-18 of the same recipe (555M MACs an image, WRN-22-4 619M) trained
+at 23,000-24,500 img/s alone on one H200 (results/gpu/README.md), so a
+100-epoch run would take about 3-4 minutes there.
 
 Measured, the ``cpu`` stage (results/README.md, "BONN's ablation on 2 CPU
 cores"; 78-137 minutes a run on a 2-core AMD EPYC of family 25, 55 on one
