@@ -39,6 +39,7 @@ from bonnkd.cpu import conv_autotune
 from bonnkd.data import augment
 from bonnkd.data import input_pipeline
 from bonnkd.run import checkpoints
+from bonnkd.run import metrics_log
 from bonnkd.run import run_dir
 from bonnkd.training import evaluation
 from bonnkd.training import losses
@@ -78,6 +79,8 @@ def validate_config(config, num_devices: int = 1) -> None:
       config.bonn.feature_reduction in bayesian_losses.FEATURE_REDUCTIONS,
       'bonn.feature_reduction', config.bonn.feature_reduction,
       f'one of {bayesian_losses.FEATURE_REDUCTIONS}')
+  if config.tensorboard:
+    metrics_log.clu_metric_writers()
 
 
 def train_step(state: TrainState, images, labels, teacher_variables=None, *,

@@ -441,3 +441,5 @@ def test_tensorboard_without_tensorflow_is_one_clear_error(tmp_path,
   line = one_error_line(out)
   assert 'config.tensorboard=True needs TensorFlow' in line
   assert '--config.tensorboard=False' in line
+  # Checked with the config, before the data is read or anything written.
+  assert not (tmp_path / 'run' / 'config.json').exists()

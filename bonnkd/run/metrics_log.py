@@ -21,7 +21,7 @@ from absl import logging
 from bonnkd import errors
 from bonnkd import fileio
 
-__all__ = ['MetricsLog', 'ConsoleWriter', 'read_jsonl']
+__all__ = ['MetricsLog', 'ConsoleWriter', 'clu_metric_writers', 'read_jsonl']
 
 
 def _parse_lines(path: str):
@@ -62,10 +62,15 @@ class ConsoleWriter:
     pass
 
 
-def _writer(logdir: str, tensorboard: bool):
-  """clu's default writer (TensorBoard and console), or the console alone."""
-  if not tensorboard:
-    return ConsoleWriter()
+def clu_metric_writers():
+  """clu's ``metric_writers``, which TensorBoard events need.
+
+  Called by ``bonnkd.train.validate_config`` where ``config.tensorboard``,
+  so that a host without TensorFlow hears it before the data is read.
+
+  Raises:
+    errors.ConfigError: clu's writers do not import (no TensorFlow).
+  """
   try:
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
   except ImportError as e:
@@ -74,7 +79,15 @@ def _writer(logdir: str, tensorboard: bool):
         f'writer ({e}); pip install tensorflow-cpu, or set '
         '--config.tensorboard=False (metrics.jsonl and the console only).'
     ) from e
-  return metric_writers.create_default_writer(logdir, asynchronous=False)
+  return metric_writers
+
+
+def _writer(logdir: str, tensorboard: bool):
+  """clu's default writer (TensorBoard and console), or the console alone."""
+  if not tensorboard:
+    return ConsoleWriter()
+  return clu_metric_writers().create_default_writer(logdir,
+                                                    asynchronous=False)
 
 
 class MetricsLog:
