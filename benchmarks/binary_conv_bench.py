@@ -6,10 +6,12 @@ forward pass of ``sign(x)`` convolved with a +-1 kernel as
 
 * ``packed``: the input's signs packed 32 channels to a word and
   :func:`bonnkd.binary.packing.xnor_conv2d` (exact integer sums, pure
-  JAX); the packing is timed with it;
-* ``native``: the same with the C++ kernel (:mod:`bonnkd.cpu.xnor`, the
-  widest instruction path this CPU has), what ``bonnkd.deploy`` runs where
-  it is built;
+  JAX; :func:`bonnkd.binary.packing.sign_xnor_conv2d`); the packing is
+  timed with it;
+* ``native``: the same with the C++ kernel
+  (:func:`bonnkd.cpu.xnor.sign_xnor_conv2d`, the widest instruction path
+  this CPU has, the packing inside the call), what ``bonnkd.deploy`` runs
+  where it is built;
 * ``xla``: XLA's float convolution of the +-1 tensors, what bonnkd's
   float eval runs (``conv_impl='native'``);
 * ``onednn``: oneDNN's float convolution (``bonnkd.cpu.onednn``), where
@@ -25,10 +27,10 @@ speed-up over ``xla``.
 """
 
 import argparse
+import functools
 import statistics
 
 import jax
-from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
@@ -50,11 +52,8 @@ SHAPES = {
 }
 
 
-def packed_conv(kernel_words, channels, strides, conv):
-  def forward(x):
-    words = lax.optimization_barrier(packing.pack_signs(x))
-    return conv(words, kernel_words, channels, strides)
-  return jax.jit(forward)
+def packed_conv(kernel_words, strides, sign_xnor_conv2d):
+  return jax.jit(lambda x: sign_xnor_conv2d(x, kernel_words, strides))
 
 
 def float_conv(kernel, strides, impl):
@@ -98,6 +97,10 @@ def main(argv=None):
   parser.add_argument('--impls', default='native,packed,xla,onednn,torch',
                       help="'native', 'onednn' and 'torch' are skipped where "
                       'absent')
+  parser.add_argument('--xnor_path', default='auto',
+                      choices=sorted(xnor.PATHS),
+                      help="the native kernel's instruction path (default: "
+                      'the widest this CPU has)')
   parser.add_argument('--shapes', type=int, default=None,
                       help='time the first N shapes of each model only')
   args = parser.parse_args(argv)
@@ -106,7 +109,7 @@ def main(argv=None):
            and (i != 'native' or xnor.available())
            and (i != 'torch' or has_torch())]
   print(f'backend={jax.default_backend()} cpu={machine.cpu_name()} native '
-        f'paths={sorted(xnor.paths())}; ms per forward of one W1A1 3x3 conv, '
+        f'paths={sorted(xnor.paths())} (timed: {args.xnor_path}); ms per forward of one W1A1 3x3 conv, '
         f'medians of {args.rounds} alternated rounds; x: speed-up over xla')
   print(f'{"model":>9} {"batch":>5} {"HxW":>6} {"Cin":>4} {"Cout":>4} '
         f'{"s":>2} ' + ' '.join(f'{i + " ms":>10}' for i in impls) + ' '
@@ -121,11 +124,12 @@ def main(argv=None):
         strides = (stride, stride)
         make = {
             'packed': lambda: packed_conv(
-                jnp.asarray(packing.pack_kernel_np(kernel)), cin, strides,
-                packing.xnor_conv2d),
+                jnp.asarray(packing.pack_kernel_np(kernel)), strides,
+                packing.sign_xnor_conv2d),
             'native': lambda: packed_conv(
-                jnp.asarray(packing.pack_kernel_np(kernel)), cin, strides,
-                xnor.xnor_conv2d),
+                jnp.asarray(packing.pack_kernel_np(kernel)), strides,
+                functools.partial(xnor.sign_xnor_conv2d,
+                                  path=args.xnor_path)),
             'xla': lambda: float_conv(jnp.asarray(signs), strides, 'native'),
             'onednn': lambda: float_conv(jnp.asarray(signs), strides,
                                          'onednn'),

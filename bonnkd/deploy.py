@@ -5,11 +5,11 @@
       [--compare] [--json]
 
 The 1-bit convolutions with 1-bit inputs run on their packed bits: XNOR and
-popcount, exact integer sums, in the native kernel (:mod:`bonnkd.cpu.xnor`)
-where it is built, else in pure JAX
-(:func:`bonnkd.binary.packing.xnor_conv2d`); a 1-bit kernel on real inputs
-(the seed's stem) is unpacked to +-1 and convolved in float32; real layers
-run as exported. ``--compare`` also
+popcount, exact integer sums, in the native kernel (:mod:`bonnkd.cpu.xnor`,
+which packs the input's signs inside the call) where it is built, else in
+pure JAX (:func:`bonnkd.binary.packing.sign_xnor_conv2d`); a 1-bit kernel
+on real inputs (the seed's stem) is unpacked to +-1 and convolved in
+float32; real layers run as exported. ``--compare`` also
 restores the run's checkpoint (``run_dir`` in the file's header, or
 ``--run_dir``) and runs bonnkd's float eval of it on the same batches,
 alternated batch by batch in this process, and reports both speeds, the
@@ -27,7 +27,6 @@ import sys
 import time
 
 import jax
-from jax import lax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -52,29 +51,28 @@ XNOR_IMPLS = ('auto', 'native', 'jax')
 
 
 def xnor_conv(impl: str = 'auto') -> Callable:
-  """The XNOR-popcount conv: 'native' (:mod:`bonnkd.cpu.xnor`), 'jax'
-  (:func:`bonnkd.binary.packing.xnor_conv2d`) or 'auto' (native where
+  """The conv of sign(x) with a packed kernel, ``(x, kernel_words, strides,
+  padding) -> int32``: 'native' (:func:`bonnkd.cpu.xnor.sign_xnor_conv2d`,
+  the signs packed inside the call), 'jax'
+  (:func:`bonnkd.binary.packing.sign_xnor_conv2d`) or 'auto' (native where
   built, on CPU)."""
   if impl not in XNOR_IMPLS:
     raise errors.ConfigError(f'xnor impl must be one of {XNOR_IMPLS}, got '
                              f'{impl!r}.')
   if impl == 'native' or (impl == 'auto' and xnor.available()):
-    return xnor.xnor_conv2d
+    return xnor.sign_xnor_conv2d
   if impl == 'auto':
     xnor.why_unavailable()  # Logs once why.
-  return packing.xnor_conv2d
+  return packing.sign_xnor_conv2d
 
 
-def _conv(op: dict, x, arrays: dict, xnor_conv2d: Callable):
+def _conv(op: dict, x, arrays: dict, sign_xnor_conv2d: Callable):
   """A conv op: XNOR-popcount where both operands are 1-bit."""
   kernel = arrays[f'{op["name"]}/kernel']
   strides = tuple(op['strides'])
   if op['weights'] == 'packed' and op['inputs'] == 'sign':
-    # The barrier keeps the packing out of the pure-JAX conv's loop over
-    # taps: XLA otherwise recomputed it for every tap.
-    words = lax.optimization_barrier(packing.pack_signs(x))
-    y = xnor_conv2d(words, kernel, op['channels'], strides,
-                    op['padding']).astype(jnp.float32)
+    y = sign_xnor_conv2d(x, kernel, strides,
+                         op['padding']).astype(jnp.float32)
   else:
     if op['weights'] == 'packed':
       kernel = packing.unpack_kernel(kernel, op['channels'])
@@ -86,7 +84,8 @@ def _conv(op: dict, x, arrays: dict, xnor_conv2d: Callable):
   return y
 
 
-def _apply(ops: list[dict], arrays: dict, images, xnor_conv2d: Callable):
+def _apply(ops: list[dict], arrays: dict, images,
+           sign_xnor_conv2d: Callable):
   values = {'images': images}
   for op in ops:
     kind, x = op['op'], values.get(op.get('x'))
@@ -94,7 +93,7 @@ def _apply(ops: list[dict], arrays: dict, images, xnor_conv2d: Callable):
       y = ((x.astype(jnp.float32) - arrays['normalize/mean'])
            / arrays['normalize/std'])
     elif kind == 'conv':
-      y = _conv(op, x, arrays, xnor_conv2d)
+      y = _conv(op, x, arrays, sign_xnor_conv2d)
     elif kind == 'batch_norm':
       name = op['name']
       y = ((x - arrays[f'{name}/mean']) * arrays[f'{name}/mul']

@@ -1,5 +1,8 @@
 """The native XNOR-popcount conv, bit for bit against the pure-JAX one.
 
+Both handlers: packed activations in, and float activations whose signs the
+call packs itself (zeros of both signs and NaN among them).
+
 Every instruction path this CPU runs (scalar everywhere, AVX2 and AVX-512
 VPOPCNTDQ where the CPU has them), on odd shapes: stride 2, VALID and uneven
 padding, batch 1, channel counts that leave tails of every register block,
@@ -67,6 +70,30 @@ def test_every_path_equals_the_pure_jax_conv(shape, kernel_size, cout,
 
 
 @needs_native
+@pytest.mark.parametrize('shape,kernel_size,cout,strides,padding', SHAPES)
+def test_packing_inside_the_call_equals_the_pure_jax_conv(
+    shape, kernel_size, cout, strides, padding):
+  rng = np.random.default_rng(cout + 1)
+  x = rng.normal(size=shape).astype(np.float32)
+  # Zeros of both signs read as +1 (x >= 0), as in training; NaN as -1.
+  x.flat[::5] = 0.0
+  x.flat[1::7] = -0.0
+  x.flat[2::11] = np.nan
+  kernel = rng.normal(size=(kernel_size, kernel_size, shape[-1], cout))
+  kernel_words = jnp.asarray(packing.pack_kernel_np(kernel))
+  reference = packing.sign_xnor_conv2d(jnp.asarray(x), kernel_words, strides,
+                                       padding)
+  np.testing.assert_array_equal(
+      reference, packing.xnor_conv2d(packing.pack_signs_np(x), kernel_words,
+                                     shape[-1], strides, padding))
+  for path in sorted(xnor.paths()) + ['auto']:
+    out = jax.jit(lambda a, b, path=path: xnor.sign_xnor_conv2d(
+        a, b, strides, padding, path))(x, kernel_words)
+    assert out.dtype == jnp.int32
+    np.testing.assert_array_equal(out, reference, err_msg=path)
+
+
+@needs_native
 def test_a_path_the_cpu_lacks_is_refused():
   missing = {'scalar', 'avx2', 'avx512'} - xnor.paths()
   if not missing:
@@ -79,18 +106,17 @@ def test_a_path_the_cpu_lacks_is_refused():
 
 @needs_native
 def test_deploy_runs_the_custom_call():
-  hlo = jax.jit(lambda x, k: deploy.xnor_conv('auto')(
-      packing.pack_signs(x), k, 16)).lower(
-          jnp.zeros((1, 8, 8, 16)), jnp.zeros((3, 3, 1, 4), jnp.uint32)
-      ).as_text()
-  assert 'bonnkd_xnor_conv' in hlo
+  hlo = jax.jit(lambda x, k: deploy.xnor_conv('auto')(x, k, (1, 1), 'SAME')
+                ).lower(jnp.zeros((1, 8, 8, 16)),
+                        jnp.zeros((3, 3, 1, 4), jnp.uint32)).as_text()
+  assert 'bonnkd_sign_xnor_conv' in hlo
 
 
 def test_forced_off_deploy_uses_the_pure_jax_conv():
   code = ('from bonnkd import deploy; from bonnkd.binary import packing; '
           'from bonnkd.cpu import xnor; '
           'print(xnor.available(), '
-          'deploy.xnor_conv("auto") is packing.xnor_conv2d)')
+          'deploy.xnor_conv("auto") is packing.sign_xnor_conv2d)')
   out = subprocess.run(
       [sys.executable, '-c', code], capture_output=True, text=True,
       env={**os.environ, xnor.ENV: '0', 'JAX_PLATFORMS': 'cpu'}, check=True,

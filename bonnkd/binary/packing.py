@@ -32,7 +32,8 @@ import numpy as np
 
 __all__ = ['WORD_BITS', 'words_for', 'pack_signs', 'pack_signs_np',
            'unpack_signs', 'unpack_signs_np', 'pack_kernel_np',
-           'unpack_kernel', 'unpack_kernel_np', 'conv_geometry', 'xnor_conv2d']
+           'unpack_kernel', 'unpack_kernel_np', 'conv_geometry', 'xnor_conv2d',
+           'sign_xnor_conv2d']
 
 WORD_BITS = 32
 
@@ -163,3 +164,19 @@ def xnor_conv2d(x_words: jax.Array, kernel_words: jax.Array, channels: int,
                & _tap_valid(width, out_w, sw, j, left)[None, :])
       total += jnp.where(valid[None, :, :, None], 2 * matches - channels, 0)
   return total
+
+
+def sign_xnor_conv2d(x: jax.Array, kernel_words: jax.Array, strides=(1, 1),
+                     padding='SAME') -> jax.Array:
+  """:func:`xnor_conv2d` of ``pack_signs(x)``: the conv of sign(x), int32.
+
+  Args:
+    x: (N, H, W, C) real; its signs (+1 where x >= 0) are packed first.
+    kernel_words, strides, padding: as :func:`xnor_conv2d`.
+
+  The optimization barrier keeps the packing out of the conv's loop over
+  taps: XLA otherwise recomputed it for every tap (46 ms instead of 6.5 on
+  a WRN-16-3 layer).
+  """
+  words = lax.optimization_barrier(pack_signs(x))
+  return xnor_conv2d(words, kernel_words, x.shape[-1], strides, padding)

@@ -11,6 +11,11 @@
 // (T: the taps that read inside the image; a padded tap adds nothing, as in
 // training, where sign(x) is zero-padded). XNOR-Net, Eq. 9.
 //
+// Two handlers: BonnkdXnorConv takes the packed activations, and
+// BonnkdSignXnorConv takes them as float32 (N, H, W, C) and packs their
+// signs itself, as bonnkd.binary.packing.pack_signs would, before the same
+// convolution: what bonnkd.deploy calls between real-valued layers.
+//
 // The micro-kernel keeps a block of output channels in vector registers and
 // broadcasts each activation word against them, as Larq Compute Engine's
 // kernels do: AVX-512 VPOPCNTDQ counts 16 channels an instruction, AVX2
@@ -26,6 +31,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -258,33 +264,163 @@ __attribute__((target("avx512f,avx512vpopcntdq"), flatten)) void RowsAvx512(
   Rows<kAvx512>(g, x, k, y, first, last);
 }
 
-// Output rows in chunks, claimed by the calling thread and any pool thread
-// that starts in time; the call waits only for chunks already claimed.
-struct Job {
-  Geometry g;
-  const uint32_t* x;
-  const uint32_t* k;
-  int32_t* y;
-  int64_t path, rows, chunk, chunks;
+// Signs of float32 activations packed along channels, as
+// bonnkd.binary.packing.pack_signs: bit c % 32 of word c / 32 is 1 where
+// x[c] >= 0 (so sign(0) = sign(-0) = +1, as in training; NaN gives 0), and
+// the bits past the C channels are 0. Pixels [first, last) of (pixels, C).
+void PackScalar(const float* x, int64_t c, int64_t words, uint32_t* out,
+                int64_t first, int64_t last) {
+  for (int64_t p = first; p < last; ++p) {
+    const float* px = x + p * c;
+    for (int64_t word = 0; word < words; ++word) {
+      uint32_t bits = 0;
+      for (int64_t b = 0, c0 = 32 * word; b < 32 && c0 + b < c; ++b) {
+        bits |= static_cast<uint32_t>(px[c0 + b] >= 0.0f) << b;
+      }
+      out[p * words + word] = bits;
+    }
+  }
+}
+
+// AVX2: one ordered >= compare and a movemask per 8 channels.
+__attribute__((target("avx2"))) void PackAvx2(const float* x, int64_t c,
+                                              int64_t words, uint32_t* out,
+                                              int64_t first, int64_t last) {
+  const __m256 zero = _mm256_setzero_ps();
+  for (int64_t p = first; p < last; ++p) {
+    const float* px = x + p * c;
+    for (int64_t word = 0; word < words; ++word) {
+      const int64_t c0 = 32 * word, n = std::min<int64_t>(32, c - c0);
+      uint32_t bits = 0;
+      int64_t b = 0;
+      for (; b + 8 <= n; b += 8) {
+        bits |= static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(
+                    _mm256_loadu_ps(px + c0 + b), zero, _CMP_GE_OQ)))
+                << b;
+      }
+      for (; b < n; ++b) {
+        bits |= static_cast<uint32_t>(px[c0 + b] >= 0.0f) << b;
+      }
+      out[p * words + word] = bits;
+    }
+  }
+}
+
+// AVX-512: one compare into a mask register per 16 channels; the last
+// channels through a masked load and compare.
+__attribute__((target("avx512f"))) void PackAvx512(const float* x, int64_t c,
+                                                   int64_t words,
+                                                   uint32_t* out,
+                                                   int64_t first,
+                                                   int64_t last) {
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t p = first; p < last; ++p) {
+    const float* px = x + p * c;
+    for (int64_t word = 0; word < words; ++word) {
+      const int64_t c0 = 32 * word, n = std::min<int64_t>(32, c - c0);
+      uint32_t bits = 0;
+      for (int64_t b = 0; b < n; b += 16) {
+        const __mmask16 valid = static_cast<__mmask16>(
+            n - b >= 16 ? 0xffff : (1u << (n - b)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(valid, px + c0 + b);
+        bits |= static_cast<uint32_t>(
+                    _mm512_mask_cmp_ps_mask(valid, v, zero, _CMP_GE_OQ))
+                << b;
+      }
+      out[p * words + word] = bits;
+    }
+  }
+}
+
+// Runs body(first, last) over [0, n) in chunks, a few per thread, claimed
+// by the calling thread and by up to `threads` - 1 threads of XLA's pool
+// that start in time; returns when every chunk is done. The calling thread
+// works too, so the call finishes even when every other thread of the pool
+// is busy, and a pool thread that starts after the chunks are gone finds
+// none (it never runs body).
+struct Chunks {
+  std::function<void(int64_t, int64_t)> body;
+  int64_t n, chunk, chunks;
   std::atomic<int64_t> next{0}, done{0};
 
   void Work() {
     for (int64_t i; (i = next.fetch_add(1)) < chunks;) {
-      int64_t first = i * chunk, last = std::min(rows, first + chunk);
-      switch (path) {
-        case kAvx512:
-          RowsAvx512(g, x, k, y, first, last);
-          break;
-        case kAvx2:
-          RowsAvx2(g, x, k, y, first, last);
-          break;
-        default:
-          Rows<kScalar>(g, x, k, y, first, last);
-      }
+      body(i * chunk, std::min(n, (i + 1) * chunk));
       done.fetch_add(1, std::memory_order_release);
     }
   }
 };
+
+void ParallelFor(ffi::ThreadPool& pool, int64_t n, int64_t threads,
+                 std::function<void(int64_t, int64_t)> body) {
+  auto job = std::make_shared<Chunks>();
+  job->body = std::move(body);
+  job->n = n;
+  job->chunk = std::max<int64_t>(1, n / (4 * threads));
+  job->chunks = (n + job->chunk - 1) / job->chunk;
+  const int64_t helpers = std::min(threads - 1, job->chunks - 1);
+  for (int64_t i = 0; i < helpers; ++i) {
+    pool.Schedule([job] { job->Work(); });
+  }
+  job->Work();
+  while (job->done.load(std::memory_order_acquire) < job->chunks) {
+    std::this_thread::yield();
+  }
+}
+
+ffi::Error CheckGeometry(const Geometry& g, int64_t kernel_words,
+                         int64_t out_n, int64_t out_cout, int64_t* path) {
+  if (kernel_words != g.words || out_cout != g.cout || out_n != g.n) {
+    return ffi::Error::InvalidArgument("bonnkd xnor conv: shapes disagree");
+  }
+  if (g.kh * g.kw > 64) {
+    return ffi::Error::InvalidArgument(
+        "bonnkd xnor conv: kernels of up to 64 taps (8x8)");
+  }
+  if (*path == kAuto) *path = Best();
+  if (!Supported(*path)) {
+    return ffi::Error::InvalidArgument(
+        "bonnkd xnor conv: this CPU lacks the instructions of that path");
+  }
+  return ffi::Error::Success();
+}
+
+// The threads a call shares its work with: the calling thread alone for a
+// call not worth waking others (about 5 us of work alone). The batch-1
+// layers of WRN-16-3 and ResNet-18 (0.6M-2M word pairs) ran 1.05-1.7x faster
+// (most 1.2x or more) shared with XLA's pool than alone on a quiet 2-core
+// EPYC (results/benchmarks/xnor_threads_b1_*.txt).
+// BONNKD_XNOR_PARALLEL_WORK overrides the threshold (word pairs; 0: every
+// call), for measuring it on another machine.
+int64_t Threads(ffi::ThreadPool& pool, const Geometry& g) {
+  static const int64_t parallel_work = [] {
+    const char* env = std::getenv("BONNKD_XNOR_PARALLEL_WORK");
+    return env ? std::atoll(env) : int64_t{1} << 16;
+  }();
+  const int64_t word_pairs =
+      g.n * g.oh * g.ow * g.kh * g.kw * g.words * g.cout;
+  return word_pairs < parallel_work
+             ? 1
+             : std::max<int64_t>(1, pool.num_threads());
+}
+
+// The convolution of packed activations x, output rows (n, oy) shared out.
+void Convolve(ffi::ThreadPool& pool, const Geometry& g, int64_t threads,
+              const uint32_t* x, const uint32_t* k, int32_t* y, int64_t path) {
+  ParallelFor(pool, g.n * g.oh, threads,
+              [&g, x, k, y, path](int64_t first, int64_t last) {
+                switch (path) {
+                  case kAvx512:
+                    RowsAvx512(g, x, k, y, first, last);
+                    break;
+                  case kAvx2:
+                    RowsAvx2(g, x, k, y, first, last);
+                    break;
+                  default:
+                    Rows<kScalar>(g, x, k, y, first, last);
+                }
+              });
+}
 
 ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U32, 4> x,
                         ffi::Buffer<ffi::U32, 4> k,
@@ -294,53 +430,47 @@ ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U32, 4> x,
   auto xd = x.dimensions(), kd = k.dimensions(), yd = y->dimensions();
   Geometry g{xd[0], xd[1], xd[2], xd[3], kd[0], kd[1], kd[3],
              yd[1], yd[2], sh,    sw,    pt,    pl,    channels};
-  if (kd[2] != g.words || yd[3] != g.cout || yd[0] != g.n) {
-    return ffi::Error::InvalidArgument("bonnkd xnor conv: shapes disagree");
+  if (auto e = CheckGeometry(g, kd[2], yd[0], yd[3], &path); e.failure()) {
+    return e;
   }
-  if (g.kh * g.kw > 64) {
-    return ffi::Error::InvalidArgument(
-        "bonnkd xnor conv: kernels of up to 64 taps (8x8)");
+  Convolve(pool, g, Threads(pool, g), x.typed_data(), k.typed_data(),
+           y->typed_data(), path);
+  return ffi::Error::Success();
+}
+
+// The same of float32 activations, their signs packed inside the call: the
+// packing, done by XLA before the call, took longer than the convolution
+// of a batch-1 layer (0.05-0.10 ms against 0.02-0.04 ms on an Intel Xeon,
+// family 6 model 167, 2026-12-04).
+ffi::Error SignXnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 4> x,
+                            ffi::Buffer<ffi::U32, 4> k,
+                            ffi::ResultBuffer<ffi::S32, 4> y, int64_t sh,
+                            int64_t sw, int64_t pt, int64_t pl, int64_t path) {
+  auto xd = x.dimensions(), kd = k.dimensions(), yd = y->dimensions();
+  const int64_t words = (xd[3] + 31) / 32;
+  Geometry g{xd[0], xd[1], xd[2], words, kd[0], kd[1], kd[3],
+             yd[1], yd[2], sh,    sw,    pt,    pl,    xd[3]};
+  if (auto e = CheckGeometry(g, kd[2], yd[0], yd[3], &path); e.failure()) {
+    return e;
   }
-  if (path == kAuto) path = Best();
-  if (!Supported(path)) {
-    return ffi::Error::InvalidArgument(
-        "bonnkd xnor conv: this CPU lacks the instructions of that path");
-  }
-  auto job = std::make_shared<Job>();
-  job->g = g;
-  job->x = x.typed_data();
-  job->k = k.typed_data();
-  job->y = y->typed_data();
-  job->path = path;
-  job->rows = g.n * g.oh;
-  // Other threads only for a call worth waking them (about 5 us of work
-  // alone). The batch-1 layers of WRN-16-3 and ResNet-18 (0.6M-2M word
-  // pairs) ran 1.05-1.7x faster (most 1.2x or more) shared with XLA's pool
-  // than alone on a quiet 2-core EPYC
-  // (results/benchmarks/xnor_threads_b1_*.txt); a pool thread
-  // that starts after the calling thread has claimed every chunk finds none
-  // left. BONNKD_XNOR_PARALLEL_WORK overrides the threshold (word pairs; 0:
-  // every call), for measuring it on another machine.
-  static const int64_t parallel_work = [] {
-    const char* env = std::getenv("BONNKD_XNOR_PARALLEL_WORK");
-    return env ? std::atoll(env) : int64_t{1} << 16;
-  }();
-  const int64_t word_pairs =
-      job->rows * g.ow * g.kh * g.kw * g.words * g.cout;
-  int64_t helpers = word_pairs < parallel_work
-                        ? 0
-                        : std::max<int64_t>(0, pool.num_threads() - 1);
-  // Chunks of rows: a few per thread.
-  job->chunk = std::max<int64_t>(1, job->rows / (4 * (helpers + 1)));
-  job->chunks = (job->rows + job->chunk - 1) / job->chunk;
-  helpers = std::min(helpers, job->chunks - 1);
-  for (int64_t i = 0; i < helpers; ++i) {
-    pool.Schedule([job] { job->Work(); });
-  }
-  job->Work();
-  while (job->done.load(std::memory_order_acquire) < job->chunks) {
-    std::this_thread::yield();
-  }
+  const int64_t threads = Threads(pool, g), c = xd[3];
+  std::unique_ptr<uint32_t[]> packed(new uint32_t[g.n * g.h * g.w * words]);
+  const float* xf = x.typed_data();
+  uint32_t* xw = packed.get();
+  ParallelFor(pool, g.n * g.h * g.w, threads,
+              [xf, c, words, xw, path](int64_t first, int64_t last) {
+                switch (path) {
+                  case kAvx512:
+                    PackAvx512(xf, c, words, xw, first, last);
+                    break;
+                  case kAvx2:
+                    PackAvx2(xf, c, words, xw, first, last);
+                    break;
+                  default:
+                    PackScalar(xf, c, words, xw, first, last);
+                }
+              });
+  Convolve(pool, g, threads, xw, k.typed_data(), y->typed_data(), path);
   return ffi::Error::Success();
 }
 
@@ -358,10 +488,26 @@ auto XnorConvBinding() {
       .Attr<int64_t>("path");
 }
 
+auto SignXnorConvBinding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32, 4>>()
+      .Arg<ffi::Buffer<ffi::U32, 4>>()
+      .Ret<ffi::Buffer<ffi::S32, 4>>()
+      .Attr<int64_t>("stride_h")
+      .Attr<int64_t>("stride_w")
+      .Attr<int64_t>("pad_top")
+      .Attr<int64_t>("pad_left")
+      .Attr<int64_t>("path");
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BonnkdXnorConv, XnorConvImpl,
                               XnorConvBinding());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BonnkdSignXnorConv, SignXnorConvImpl,
+                              SignXnorConvBinding());
 
 // Which paths this CPU runs (bit p set: path p), for the Python side.
 extern "C" int BonnkdXnorPaths() {
