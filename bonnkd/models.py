@@ -47,6 +47,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bonnkd import batch_norm
 from bonnkd import errors
 from bonnkd.binary import layers
 from bonnkd.binary import quantizers
@@ -73,9 +74,10 @@ BINARIZE_MODES = ('none', 'first_conv', 'inner', 'all')
 BINARIZE_WHAT = ('weights', 'activations', 'both')
 SHORTCUTS = ('block', 'every_conv')
 
-# Every BatchNorm of the models (bonnkd.export folds them with the same eps).
+# Every BatchNorm of the models (bonnkd.export folds them with the same eps):
+# flax's, with a hand-written gradient in training (bonnkd.batch_norm).
 BATCH_NORM_EPSILON = 1e-5
-_BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9,
+_BatchNorm = functools.partial(batch_norm.BatchNorm, momentum=0.9,
                                epsilon=BATCH_NORM_EPSILON)
 
 

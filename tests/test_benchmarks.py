@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from benchmarks import batch_norm_bench
 from benchmarks import binary_conv_bench
 from benchmarks import conv_bench
 from benchmarks import profile_step
@@ -159,6 +160,18 @@ def test_conv_bench_times_each_lowering_per_shape(capsys):
     assert ratio == f'{native_ms / im2col_ms:.2f}x' or abs(
         float(ratio[:-1]) - native_ms / im2col_ms) < 0.02
     assert row[-1] in ('native', 'im2col', 'onednn')
+
+
+def test_batch_norm_bench_times_flax_against_bonnkd(capsys):
+  batch_norm_bench.main(['--models', 'wrn16_1_b128', '--rounds', '1',
+                         '--min_round_s', '0'])
+  rows = table_rows(capsys.readouterr().out, 'wrn16_1_b128')
+  assert [row[1] for row in rows] == ['128x32x32x16', '128x16x16x32',
+                                      '128x8x8x64']
+  for row in rows:
+    flax_ms, bonnkd_ms = float(row[2]), float(row[3])
+    assert abs(float(row[4][:-1]) - flax_ms / bonnkd_ms) < 0.01 + 0.01 * (
+        flax_ms / bonnkd_ms)
 
 
 def test_binary_conv_bench_times_the_packed_conv_against_xla(capsys):

@@ -75,14 +75,17 @@ def _conv_cost(module: layers.QuantConv, name, x, y) -> LayerCost:
 def layer_costs(model: nn.Module,
                 input_shape: Sequence[int] = (32, 32, 3)) -> list[LayerCost]:
   """Per-layer costs of ``model`` on one image, in call order."""
-  costs = []
+  costs, seen = [], set()
 
   def record(next_fun, args, kwargs, context):
     y = next_fun(*args, **kwargs)
     module = context.module
-    if context.method_name != '__call__':
-      return y
     name = '/'.join(module.path)
+    # Once per module: bonnkd's BatchNorm in eval mode calls flax's
+    # __call__ from its own, and both are intercepted.
+    if context.method_name != '__call__' or name in seen:
+      return y
+    seen.add(name)
     x = args[0]
     if isinstance(module, layers.QuantConv):
       costs.append(_conv_cost(module, name, x, y))
