@@ -61,7 +61,9 @@ Stages (``configs/plans/w1a1_cpu.py:<stage>``):
   from the ``kd`` stage), ``kernel_feature`` (BONN's losses, lambda and
   theta from the ``losses*`` stages) and ``kernel_feature_kd`` (both).
   The teacher is the ``teacher`` stage's run, in that ``--out`` too (moved
-  there, or trained there by this stage).
+  there, or trained there by this stage); ``results/bonn/teacher2`` keeps
+  one with its best checkpoint (86.10% val): ``cp -r
+  results/bonn/teacher2 runs/bonn/teacher`` spares training it again.
 
 Command (the data path is this machine's)::
 
