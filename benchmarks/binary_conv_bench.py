@@ -109,8 +109,9 @@ def main(argv=None):
            and (i != 'native' or xnor.available())
            and (i != 'torch' or has_torch())]
   print(f'backend={jax.default_backend()} cpu={machine.cpu_name()} native '
-        f'paths={sorted(xnor.paths())} (timed: {args.xnor_path}); ms per forward of one W1A1 3x3 conv, '
-        f'medians of {args.rounds} alternated rounds; x: speed-up over xla')
+        f'paths={sorted(xnor.paths())} (timed: {args.xnor_path}); ms per '
+        f'forward of one W1A1 3x3 conv, medians of {args.rounds} alternated '
+        'rounds; x: speed-up over xla')
   print(f'{"model":>9} {"batch":>5} {"HxW":>6} {"Cin":>4} {"Cout":>4} '
         f'{"s":>2} ' + ' '.join(f'{i + " ms":>10}' for i in impls) + ' '
         + ' '.join(f'{"x " + i:>9}' for i in impls if i != 'xla'))

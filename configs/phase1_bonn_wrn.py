@@ -32,12 +32,13 @@ Presets (``configs/phase1_bonn_wrn.py:<preset>``):
   Measured, seeds 0 and 1: 73.28% and 73.38% test (73.12 / 73.22% val)
   after 43.7 and 44.1 min of training on a family-25 EPYC
   (results/bonn/plain_s0/, plain_s1/); the first recipe (one shortcut per
-  block, 12 epochs) 71.05% (results/bonn/v2/plain_s0/). Distilled from
-  the ``cpu`` preset's run (``--config.kd.enabled=True --config.kd.alpha=0.1
+  block, 12 epochs) 71.05% (results/bonn/v2/plain_s0/). Distilled from a
+  ``cpu`` preset's run (``--config.kd.enabled=True --config.kd.alpha=0.1
   --config.kd.temperature=4.0 --config.kd.teacher_workdir=
-  results/bonn/teacher2``): 75.38% (seed 0, 62.1 min, family-25 EPYC) and
-  76.03% (seed 1, 40.9 min, a 2-core Intel Xeon of family 6, model 167)
-  test (results/bonn/kd_s0/, kd_s1/).
+  results/bonn/teacher2``, the teacher whose checkpoint is kept): 75.38%
+  test (seed 0, the first teacher, 62.1 min, family-25 EPYC) and 76.03%
+  (seed 1, 40.9 min, a 2-core Intel Xeon of family 6, model 167;
+  results/bonn/kd_s0/, kd_s1/).
 * smoke -- a tiny WRN on a few hundred images, for tests (< 1 minute).
 
 Command (offline copy of CIFAR-10)::

@@ -440,8 +440,8 @@ ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U32, 4> x,
 
 // The same of float32 activations, their signs packed inside the call: the
 // packing, done by XLA before the call, took longer than the convolution
-// of a batch-1 layer (0.05-0.10 ms against 0.02-0.04 ms on an Intel Xeon,
-// family 6 model 167, 2026-12-04).
+// of a batch-1 layer (0.07-0.10 ms against 0.02-0.04 ms, each jitted alone,
+// on a 2-core Intel Xeon, family 6 model 167, 2026-12-04; results/README.md).
 ffi::Error SignXnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 4> x,
                             ffi::Buffer<ffi::U32, 4> k,
                             ffi::ResultBuffer<ffi::S32, 4> y, int64_t sh,
