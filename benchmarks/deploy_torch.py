@@ -122,7 +122,8 @@ def compare(program: export.Program, split: input_pipeline.Split,
           'torch_accuracy': result['float_accuracy'],
           'torch_images_per_sec': result['float_images_per_sec'],
           'packed_over_torch': result['speedup'],
-          'predictions_equal': result['predictions_equal']}
+          'predictions_equal': result['predictions_equal'],
+          'binary_outputs': result['binary_outputs']}
 
 
 @errors.exit_on_user_error

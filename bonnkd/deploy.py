@@ -9,7 +9,13 @@ popcount, exact integer sums, in the native kernel (:mod:`bonnkd.cpu.xnor`,
 which packs the input's signs inside the call) where it is built, else in
 pure JAX (:func:`bonnkd.binary.packing.sign_xnor_conv2d`); a 1-bit kernel
 on real inputs (the seed's stem) is unpacked to +-1 and convolved in
-float32; real layers run as exported. ``--compare`` also
+float32; real layers run as exported. A 1-bit conv whose count reaches
+only the signs of the next 1-bit convs, through its scale, a BatchNorm or a
+hard tanh (BONN's WRN block: conv1 -> bn2 -> conv2), writes those signs
+packed instead (:func:`binary_outputs`, Larq Compute Engine's binary
+output, exact: each channel's sign is an interval of integer counts), so no
+float activation lies between the two; ``--no_binary_outputs`` runs every
+op as exported. ``--compare`` also
 restores the run's checkpoint (``run_dir`` in the file's header, or
 ``--run_dir``) and runs bonnkd's float eval of it on the same batches,
 alternated batch by batch in this process, and reports both speeds, the
@@ -21,6 +27,8 @@ uint8 -> logits``.
 
 import argparse
 from collections.abc import Callable, Sequence
+import copy
+import dataclasses
 import json
 import os
 import sys
@@ -43,49 +51,158 @@ from bonnkd.data import augment
 from bonnkd.data import input_pipeline
 from bonnkd.training import train_state
 
-__all__ = ['XNOR_IMPLS', 'xnor_conv', 'make_forward', 'float_forward',
-           'load_split', 'run']
+__all__ = ['XNOR_IMPLS', 'XnorKernels', 'xnor_kernels', 'binary_outputs',
+           'make_forward', 'float_forward', 'load_split', 'run']
 
 
 XNOR_IMPLS = ('auto', 'native', 'jax')
 
 
-def xnor_conv(impl: str = 'auto') -> Callable:
-  """The conv of sign(x) with a packed kernel, ``(x, kernel_words, strides,
-  padding) -> int32``: 'native' (:func:`bonnkd.cpu.xnor.sign_xnor_conv2d`,
-  the signs packed inside the call), 'jax'
-  (:func:`bonnkd.binary.packing.sign_xnor_conv2d`) or 'auto' (native where
-  built, on CPU)."""
+@dataclasses.dataclass(frozen=True)
+class XnorKernels:
+  """The XNOR-popcount convs a packed forward runs (one implementation).
+
+  sign_conv: ``(x, kernel_words, strides, padding) -> int32``, the conv of
+    sign(x), x real.
+  words_conv: ``(x_words, kernel_words, channels, strides, padding) ->
+    int32``, of packed signs.
+  sign_conv_bits: ``(x, kernel_words, lo, hi, strides, padding) -> uint32``,
+    the packed bits of ``lo <= count <= hi`` (a binary output).
+  """
+  sign_conv: Callable
+  words_conv: Callable
+  sign_conv_bits: Callable
+
+
+def xnor_kernels(impl: str = 'auto') -> XnorKernels:
+  """'native' (:mod:`bonnkd.cpu.xnor`, the signs packed inside the calls),
+  'jax' (:mod:`bonnkd.binary.packing`) or 'auto' (native where built, on
+  CPU)."""
   if impl not in XNOR_IMPLS:
     raise errors.ConfigError(f'xnor impl must be one of {XNOR_IMPLS}, got '
                              f'{impl!r}.')
   if impl == 'native' or (impl == 'auto' and xnor.available()):
-    return xnor.sign_xnor_conv2d
+    return XnorKernels(xnor.sign_xnor_conv2d, xnor.xnor_conv2d,
+                       xnor.sign_xnor_conv2d_bits)
   if impl == 'auto':
     xnor.why_unavailable()  # Logs once why.
-  return packing.sign_xnor_conv2d
+  return XnorKernels(packing.sign_xnor_conv2d, packing.xnor_conv2d,
+                     packing.sign_xnor_conv2d_bits)
 
 
-def _conv(op: dict, x, arrays: dict, sign_xnor_conv2d: Callable):
+def _binary_xnor(op: dict) -> bool:
+  return (op['op'] == 'conv' and op['weights'] == 'packed'
+          and op['inputs'] == 'sign')
+
+
+def _batch_norm(x, arrays: dict, name: str):
+  """The exported BatchNorm (JAX or NumPy): (x - mean) * mul + bias."""
+  return ((x - arrays[f'{name}/mean']) * arrays[f'{name}/mul']
+          + arrays[f'{name}/bias'])
+
+
+def _hard_tanh(x):
+  return x.clip(-1, 1)
+
+
+# The steps a binary output looks through: per channel and monotone.
+_SIGN_STEPS = {'batch_norm': lambda op, x, a: _batch_norm(x, a, op['name']),
+               'hard_tanh': lambda op, x, a: _hard_tanh(x)}
+
+
+def _sign_steps(op: dict, consumers: dict) -> list[dict] | None:
+  """The BatchNorm / hard tanh ops from ``op``'s count to 1-bit convs'
+  signs, each read by the next alone, or None where the count goes
+  elsewhere."""
+  steps, value = [], op['out']
+  while (len(consumers[value]) == 1
+         and consumers[value][0]['op'] in _SIGN_STEPS):
+    steps.append(consumers[value][0])
+    value = steps[-1]['out']
+  readers = consumers[value]
+  if value == 'logits' or not readers or not all(
+      _binary_xnor(r) and r['x'] == value for r in readers):
+    return None
+  return steps
+
+
+def binary_outputs(program: export.Program) -> export.Program:
+  """``program`` with each 1-bit conv whose count reaches only the signs of
+  1-bit convs (through its scale, BatchNorms, hard tanh) writing those signs
+  packed (``out_bits``; the readers ``x_bits``).
+
+  A channel's sign after those steps is ``step(count) >= 0`` with ``step``
+  monotone, so it is ``lo <= count <= hi`` for integers found by evaluating
+  the steps, in float32 as :func:`make_forward` runs them, at every count
+  (:func:`bonnkd.binary.packing.sign_intervals_np`): exact, not an
+  approximation of the unfused forward. The file is not changed.
+  """
+  ops = copy.deepcopy(program.ops)
+  arrays = dict(program.arrays)
+  consumers = {op['out']: [] for op in ops}
+  consumers['images'] = []
+  for op in ops:
+    for key in ('x', 'y'):
+      if key in op:
+        consumers[op[key]].append(op)
+  dropped = set()
+  for op in ops:
+    if (not _binary_xnor(op) or op.get('x_bits') or id(op) in dropped
+        or op['features'] > xnor.MAX_BITS_FEATURES):
+      continue
+    steps = _sign_steps(op, consumers)
+    if steps is None:
+      continue
+    name = op['name']
+
+    def step(count, op=op, steps=steps, name=name):
+      y = count * arrays[f'{name}/scale'] if op['scale'] else count
+      for s in steps:
+        y = _SIGN_STEPS[s['op']](s, y, arrays)
+      return np.broadcast_to(y, (len(count), op['features']))
+
+    kh, kw = arrays[f'{name}/kernel'].shape[:2]
+    try:
+      lo, hi = packing.sign_intervals_np(step, kh * kw * op['channels'])
+    except ValueError:
+      continue  # Not monotone: left unfused.
+    arrays[f'{name}/lo'], arrays[f'{name}/hi'] = lo, hi
+    op['out_bits'] = True
+    value = steps[-1]['out'] if steps else op['out']
+    for reader in consumers[value]:
+      reader['x'], reader['x_bits'] = op['out'], True
+    dropped.update(id(s) for s in steps)
+  header = dict(program.header, ops=[op for op in ops
+                                     if id(op) not in dropped])
+  return export.Program(header, arrays)
+
+
+def _conv(op: dict, x, arrays: dict, kernels: XnorKernels):
   """A conv op: XNOR-popcount where both operands are 1-bit."""
-  kernel = arrays[f'{op["name"]}/kernel']
-  strides = tuple(op['strides'])
-  if op['weights'] == 'packed' and op['inputs'] == 'sign':
-    y = sign_xnor_conv2d(x, kernel, strides,
-                         op['padding']).astype(jnp.float32)
+  name = op['name']
+  kernel = arrays[f'{name}/kernel']
+  strides, padding = tuple(op['strides']), op['padding']
+  if _binary_xnor(op):
+    if op.get('out_bits'):
+      return kernels.sign_conv_bits(x, kernel, arrays[f'{name}/lo'],
+                                    arrays[f'{name}/hi'], strides, padding)
+    if op.get('x_bits'):
+      y = kernels.words_conv(x, kernel, op['channels'], strides, padding)
+    else:
+      y = kernels.sign_conv(x, kernel, strides, padding)
+    y = y.astype(jnp.float32)
   else:
     if op['weights'] == 'packed':
       kernel = packing.unpack_kernel(kernel, op['channels'])
     if op['inputs'] == 'sign':
       x = quantizers.sign(x)
-    y = layers.conv2d(x, kernel, strides, op['padding'], 'auto')
+    y = layers.conv2d(x, kernel, strides, padding, 'auto')
   if op['scale']:
-    y = y * arrays[f'{op["name"]}/scale']
+    y = y * arrays[f'{name}/scale']
   return y
 
 
-def _apply(ops: list[dict], arrays: dict, images,
-           sign_xnor_conv2d: Callable):
+def _apply(ops: list[dict], arrays: dict, images, kernels: XnorKernels):
   values = {'images': images}
   for op in ops:
     kind, x = op['op'], values.get(op.get('x'))
@@ -93,15 +210,13 @@ def _apply(ops: list[dict], arrays: dict, images,
       y = ((x.astype(jnp.float32) - arrays['normalize/mean'])
            / arrays['normalize/std'])
     elif kind == 'conv':
-      y = _conv(op, x, arrays, sign_xnor_conv2d)
+      y = _conv(op, x, arrays, kernels)
     elif kind == 'batch_norm':
-      name = op['name']
-      y = ((x - arrays[f'{name}/mean']) * arrays[f'{name}/mul']
-           + arrays[f'{name}/bias'])
+      y = _batch_norm(x, arrays, op['name'])
     elif kind == 'relu':
       y = jax.nn.relu(x)
     elif kind == 'hard_tanh':
-      y = jax.nn.hard_tanh(x)
+      y = _hard_tanh(x)
     elif kind == 'add':
       y = x + values[op['y']]
     elif kind == 'spatial_mean':
@@ -115,15 +230,19 @@ def _apply(ops: list[dict], arrays: dict, images,
   return values['logits']
 
 
-def make_forward(program: export.Program, xnor_impl: str = 'auto'
-                 ) -> Callable:
+def make_forward(program: export.Program, xnor_impl: str = 'auto',
+                 fuse: bool = True) -> Callable:
   """``images (N, 32, 32, 3) uint8 -> logits (N, classes)``, jitted.
 
-  ``xnor_impl``: which XNOR-popcount conv (:func:`xnor_conv`).
+  ``xnor_impl``: which XNOR-popcount convs (:func:`xnor_kernels`); ``fuse``:
+  binary outputs where they apply (:func:`binary_outputs`), else every op
+  as exported.
   """
+  if fuse:
+    program = binary_outputs(program)
   arrays = {k: jnp.asarray(v) for k, v in program.arrays.items()}
-  ops, conv = program.ops, xnor_conv(xnor_impl)
-  return jax.jit(lambda images: _apply(ops, arrays, images, conv))
+  ops, kernels = program.ops, xnor_kernels(xnor_impl)
+  return jax.jit(lambda images: _apply(ops, arrays, images, kernels))
 
 
 def float_forward(config, variables) -> Callable:
@@ -142,13 +261,15 @@ def _timed(forward, images):
 
 def run(program: export.Program, split: input_pipeline.Split,
         batch_size: int, compare: Callable | None = None,
-        xnor_impl: str = 'auto') -> dict:
+        xnor_impl: str = 'auto', fuse: bool = True) -> dict:
   """Accuracy and speed of the packed forward (and of ``compare``) on split.
 
   Both forwards are compiled on the first batch, then every batch is timed,
   the two alternated batch by batch.
   """
-  packed = make_forward(program, xnor_impl)
+  if fuse:
+    program = binary_outputs(program)
+  packed = make_forward(program, xnor_impl, fuse=False)
   batches = list(input_pipeline.eval_batches(split, batch_size))
   forwards = {'packed': packed}
   if compare is not None:
@@ -168,7 +289,9 @@ def run(program: export.Program, split: input_pipeline.Split,
       max_diff = max(max_diff, float(np.max(np.abs(
           logits['packed'] - logits['float'])[mask > 0], initial=0.0)))
   examples = len(split)
-  result = dict(examples=examples, batch_size=batch_size)
+  result = dict(examples=examples, batch_size=batch_size,
+                binary_outputs=sum(op.get('out_bits', False)
+                                   for op in program.ops))
   for name in forwards:
     predicted = np.concatenate(predictions[name])
     prefix = '' if name == 'packed' else 'float_'
@@ -208,6 +331,10 @@ def _args(argv):
   parser.add_argument('--xnor', choices=XNOR_IMPLS, default='auto',
                       help='the XNOR-popcount conv: native (C++, where '
                       'built), jax, or auto (native where built)')
+  parser.add_argument('--no_binary_outputs', action='store_true',
+                      help='every 1-bit conv writes its counts, as exported '
+                      '(default: those whose next layers are 1-bit write '
+                      'their signs packed)')
   args = parser.parse_args(argv)
   if args.batch_size < 1:
     parser.error(f'--batch_size must be >= 1, got {args.batch_size}')
@@ -252,7 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   conv_autotune.tune(models.create_model(config.model, dtype=config.dtype),
                      args.batch_size)
   compare = _float_of(header, args.run_dir) if args.compare else None
-  result = run(program, split, args.batch_size, compare, args.xnor)
+  fuse = not args.no_binary_outputs
+  result = run(program, split, args.batch_size, compare, args.xnor, fuse)
   result.update(file=args.file, split=args.split,
                 file_bytes=os.path.getsize(args.file),
                 float32_bytes=header['float32_bytes'],
@@ -263,7 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   sizes = result['file_bytes'], result['float32_bytes']
   print(f'{args.file}: {sizes[0]:,} bytes ({sizes[1]:,} as float32, '
         f'{sizes[1] / sizes[0]:.1f}x smaller), {result["packed_layers"]} '
-        'packed 1-bit layers')
+        f'packed 1-bit layers, {result["binary_outputs"]} of them writing '
+        'packed signs')
   print(f'{args.split}: {result["examples"]:,} examples, accuracy '
         f'{100 * result["accuracy"]:.2f}%, {result["images_per_sec"]:,.1f} '
         f'img/s (batch {args.batch_size})')

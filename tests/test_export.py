@@ -98,6 +98,44 @@ def test_packed_forward_equals_float_eval(layout):
   np.testing.assert_array_equal(packed.argmax(-1), reference.argmax(-1))
 
 
+
+@pytest.mark.parametrize('layout,fused', [
+    # BONN's block: conv1 -> bn2 -> conv2, both 1-bit.
+    ('wrn_w1a1_bonn', ['group0_block0/conv1', 'group1_block0/conv1',
+                       'group2_block0/conv1']),
+    # conv1 -> bn1 -> hard tanh -> conv2.
+    ('resnet_w1a1', ['stage0_block0/conv1', 'stage1_block0/conv1']),
+    # The stem's signs go to conv1 and the shortcut, both 1-bit; then
+    # group0's conv1 reads packed bits (not fused again) and the others fuse.
+    ('wrn_all_xnor', ['stem', 'group1_block0/conv1', 'group2_block0/conv1']),
+    # A residual sum between every two 1-bit convs: nothing to fuse.
+    ('wrn_w1a1_bonn_every_conv', []),
+    ('resnet_w1a1_every_conv', []),
+])
+def test_binary_outputs_are_exactly_the_unfused_forward(layout, fused):
+  config = config_of(LAYOUTS[layout])
+  program = export.program_of(config, jax.device_get(
+      trained_looking_variables(config)))
+  plan = deploy.binary_outputs(program)
+  assert [op['name'] for op in plan.ops if op.get('out_bits')] == fused
+  readers = [op for op in plan.ops if op.get('x_bits')]
+  assert {op['x'] for op in readers} == {
+      op['out'] for op in plan.ops if op.get('out_bits')}
+  assert all(op['weights'] == 'packed' and op['inputs'] == 'sign'
+             for op in readers)
+  # The steps folded into the intervals are gone from the plan, not from
+  # the file's program.
+  assert len(program.ops) - len(plan.ops) == {
+      'wrn_w1a1_bonn': 3, 'resnet_w1a1': 4, 'wrn_all_xnor': 3}.get(layout, 0)
+  assert not any('out_bits' in op or 'x_bits' in op for op in program.ops)
+  images = np.random.default_rng(4).integers(0, 256, (32, 32, 32, 3),
+                                             dtype=np.uint8)
+  # The intervals are found with the unfused forward's own float32 ops: the
+  # logits are the same bits.
+  np.testing.assert_array_equal(
+      deploy.make_forward(program, fuse=True)(images),
+      deploy.make_forward(program, fuse=False)(images))
+
 def test_wrn_w1a1_packs_every_inner_conv():
   config = config_of(LAYOUTS['wrn_w1a1_modulation'])
   program = export.program_of(config, jax.device_get(

@@ -68,3 +68,54 @@ def test_xnor_conv_refuses_mismatched_words():
   with pytest.raises(ValueError, match='33 channels are 2 words'):
     packing.xnor_conv2d(jnp.zeros((1, 4, 4, 1), jnp.uint32),
                         jnp.zeros((3, 3, 1, 2), jnp.uint32), 33)
+
+
+def test_pack_bits_by_hand():
+  bits = np.zeros((2, 33), bool)
+  bits[0, [1, 31]] = True
+  bits[1, [0, 32]] = True
+  np.testing.assert_array_equal(packing.pack_bits(jnp.asarray(bits)),
+                                [[2 | 1 << 31, 0], [1, 1]])
+
+
+def test_sign_intervals_by_hand():
+  # Channel 0: 2n - 3 >= 0 from n = 2 up; channel 1: -n + 0.5 >= 0 up to
+  # n = 0; channel 2: a constant -1, never; channel 3: 0, always; channel 4:
+  # NaN, never.
+  slope = np.float32([2, -1, 0, 0, np.nan])
+  offset = np.float32([-3, 0.5, -1, 0, 0])
+  lo, hi = packing.sign_intervals_np(lambda n: n * slope + offset, 5)
+  np.testing.assert_array_equal(lo, [2, -5, 6, -5, 6])
+  np.testing.assert_array_equal(hi, [5, 0, -6, 5, -6])
+  assert lo.dtype == hi.dtype == np.int32
+
+
+def test_sign_intervals_refuse_a_step_that_is_not_monotone():
+  with pytest.raises(ValueError, match=r'Channels \[1\]'):
+    packing.sign_intervals_np(
+        lambda n: np.concatenate([n, n * n - 4], axis=1), 3)
+
+
+def test_binary_output_equals_the_signs_of_the_float_steps():
+  # The unfused forward: count -> count * scale -> BatchNorm -> sign, in
+  # float32 NumPy; the binary output packs the same signs from integers.
+  rng = np.random.default_rng(3)
+  shape, cout = (2, 7, 6, 40), 37
+  x = rng.normal(size=shape).astype(np.float32)
+  kernel_words = jnp.asarray(packing.pack_kernel_np(
+      rng.normal(size=(3, 3, shape[-1], cout))))
+  scale = rng.normal(0.5, 0.5, cout).astype(np.float32)
+  scale[:3] = [0.0, -0.0, 1e-30]
+  mean, mul, bias = (rng.normal(0, s, cout).astype(np.float32)
+                     for s in (4.0, 0.5, 0.3))
+
+  def step(n):
+    return (n * scale - mean) * mul + bias
+
+  lo, hi = packing.sign_intervals_np(step, 9 * shape[-1])
+  bits = packing.sign_xnor_conv2d_bits(jnp.asarray(x), kernel_words, lo, hi,
+                                       (2, 1))
+  counts = np.asarray(packing.sign_xnor_conv2d(jnp.asarray(x), kernel_words,
+                                               (2, 1)))
+  np.testing.assert_array_equal(
+      bits, packing.pack_signs_np(step(counts.astype(np.float32))))

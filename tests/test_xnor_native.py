@@ -1,7 +1,8 @@
 """The native XNOR-popcount conv, bit for bit against the pure-JAX one.
 
-Both handlers: packed activations in, and float activations whose signs the
-call packs itself (zeros of both signs and NaN among them).
+Every handler: packed activations in, float activations whose signs the
+call packs itself (zeros of both signs and NaN among them), and the same
+writing the packed bits of lo <= count <= hi (the binary output).
 
 Every instruction path this CPU runs (scalar everywhere, AVX2 and AVX-512
 VPOPCNTDQ where the CPU has them), on odd shapes: stride 2, VALID and uneven
@@ -94,6 +95,36 @@ def test_packing_inside_the_call_equals_the_pure_jax_conv(
 
 
 @needs_native
+@pytest.mark.parametrize('shape,kernel_size,cout,strides,padding', SHAPES)
+def test_binary_output_equals_the_pure_jax_one(shape, kernel_size, cout,
+                                               strides, padding):
+  rng = np.random.default_rng(cout + 2)
+  x = rng.normal(size=shape).astype(np.float32)
+  x.flat[::5] = 0.0
+  kernel = rng.normal(size=(kernel_size, kernel_size, shape[-1], cout))
+  kernel_words = jnp.asarray(packing.pack_kernel_np(kernel))
+  # Bounds about the counts' spread, so that every test cuts some: lower
+  # only, upper only, both, empty (lo > hi) and everything.
+  spread = int(np.sqrt(kernel_size * kernel_size * shape[-1]))
+  lo = rng.integers(-spread, spread, cout).astype(np.int32)
+  hi = (lo + rng.integers(0, 2 * spread, cout)).astype(np.int32)
+  big = np.iinfo(np.int32).max
+  lo[0::5], hi[1::5], hi[2::5] = -big, big, lo[2::5] - 1
+  lo[3::5], hi[3::5] = -big, big
+  reference = packing.sign_xnor_conv2d_bits(jnp.asarray(x), kernel_words,
+                                            lo, hi, strides, padding)
+  counts = packing.sign_xnor_conv2d(jnp.asarray(x), kernel_words, strides,
+                                    padding)
+  inside = (lo <= counts) & (counts <= hi)
+  assert 0 < np.mean(inside) < 1
+  for path in sorted(xnor.paths()) + ['auto']:
+    out = jax.jit(lambda a, b, c, d, path=path: xnor.sign_xnor_conv2d_bits(
+        a, b, c, d, strides, padding, path))(x, kernel_words, lo, hi)
+    assert out.dtype == jnp.uint32
+    np.testing.assert_array_equal(out, reference, err_msg=path)
+
+
+@needs_native
 def test_a_path_the_cpu_lacks_is_refused():
   missing = {'scalar', 'avx2', 'avx512'} - xnor.paths()
   if not missing:
@@ -105,18 +136,25 @@ def test_a_path_the_cpu_lacks_is_refused():
 
 
 @needs_native
-def test_deploy_runs_the_custom_call():
-  hlo = jax.jit(lambda x, k: deploy.xnor_conv('auto')(x, k, (1, 1), 'SAME')
-                ).lower(jnp.zeros((1, 8, 8, 16)),
-                        jnp.zeros((3, 3, 1, 4), jnp.uint32)).as_text()
+def test_deploy_runs_the_custom_calls():
+  kernels = deploy.xnor_kernels('auto')
+  x, k = jnp.zeros((1, 8, 8, 16)), jnp.zeros((3, 3, 1, 4), jnp.uint32)
+  hlo = jax.jit(lambda x, k: kernels.sign_conv(x, k, (1, 1), 'SAME')
+                ).lower(x, k).as_text()
   assert 'bonnkd_sign_xnor_conv' in hlo
+  bounds = jnp.zeros(4, jnp.int32)
+  hlo = jax.jit(lambda x, k: kernels.sign_conv_bits(
+      x, k, bounds, bounds, (1, 1), 'SAME')).lower(x, k).as_text()
+  assert 'bonnkd_sign_xnor_conv_bits' in hlo
 
 
 def test_forced_off_deploy_uses_the_pure_jax_conv():
   code = ('from bonnkd import deploy; from bonnkd.binary import packing; '
           'from bonnkd.cpu import xnor; '
           'print(xnor.available(), '
-          'deploy.xnor_conv("auto") is packing.sign_xnor_conv2d)')
+          'deploy.xnor_kernels("auto") == deploy.XnorKernels('
+          'packing.sign_xnor_conv2d, packing.xnor_conv2d, '
+          'packing.sign_xnor_conv2d_bits))')
   out = subprocess.run(
       [sys.executable, '-c', code], capture_output=True, text=True,
       env={**os.environ, xnor.ENV: '0', 'JAX_PLATFORMS': 'cpu'}, check=True,

@@ -21,19 +21,29 @@ count only where the tap reads inside the image; the result equals
 ``lax.conv_general_dilated`` of the +-1 tensors exactly (integers below
 2^24 are exact in float32), which the tests check bit for bit.
 
+Binary output (Larq Compute Engine's): when the next layer is 1-bit and
+reads this conv's count only through per-channel monotone steps (the
+scale, a BatchNorm, a hard tanh), the sign it will take is ``lo[c] <= count
+<= hi[c]`` for integers found once by :func:`sign_intervals_np`, and
+:func:`sign_xnor_conv2d_bits` writes those bits packed, so no float
+activation lies between the two layers.
+
 This is the portable path (any backend, ``lax.population_count``): the
 reference for a native kernel, and what runs where none is built.
 """
+
+from collections.abc import Callable
 
 import jax
 from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ['WORD_BITS', 'words_for', 'pack_signs', 'pack_signs_np',
-           'unpack_signs', 'unpack_signs_np', 'pack_kernel_np',
-           'unpack_kernel', 'unpack_kernel_np', 'conv_geometry', 'xnor_conv2d',
-           'sign_xnor_conv2d']
+__all__ = ['WORD_BITS', 'words_for', 'pack_bits', 'pack_signs',
+           'pack_signs_np', 'unpack_signs', 'unpack_signs_np',
+           'pack_kernel_np', 'unpack_kernel', 'unpack_kernel_np',
+           'conv_geometry', 'xnor_conv2d', 'sign_xnor_conv2d',
+           'sign_intervals_np', 'sign_xnor_conv2d_bits']
 
 WORD_BITS = 32
 
@@ -48,13 +58,18 @@ def _pad_channels(bits, xp):
   return xp.pad(bits, [(0, 0)] * (bits.ndim - 1) + [(0, pad)])
 
 
-def pack_signs(x: jax.Array) -> jax.Array:
-  """(..., C) real -> (..., ceil(C / 32)) uint32: bit 1 where x >= 0."""
-  bits = _pad_channels((x >= 0).astype(jnp.uint32), jnp)
+def pack_bits(bits: jax.Array) -> jax.Array:
+  """(..., C) bool -> (..., ceil(C / 32)) uint32, bit c % 32 of word c / 32."""
+  bits = _pad_channels(bits.astype(jnp.uint32), jnp)
   bits = bits.reshape(*bits.shape[:-1], -1, WORD_BITS)
   shifts = jnp.arange(WORD_BITS, dtype=jnp.uint32)
   # Distinct bits: the sum is their OR.
   return jnp.sum(bits << shifts, axis=-1, dtype=jnp.uint32)
+
+
+def pack_signs(x: jax.Array) -> jax.Array:
+  """(..., C) real -> (..., ceil(C / 32)) uint32: bit 1 where x >= 0."""
+  return pack_bits(x >= 0)
 
 
 def pack_signs_np(x: np.ndarray) -> np.ndarray:
@@ -179,3 +194,57 @@ def sign_xnor_conv2d(x: jax.Array, kernel_words: jax.Array, strides=(1, 1),
   """
   words = lax.optimization_barrier(pack_signs(x))
   return xnor_conv2d(words, kernel_words, x.shape[-1], strides, padding)
+
+
+def sign_intervals_np(step: Callable[[np.ndarray], np.ndarray],
+                      max_count: int) -> tuple[np.ndarray, np.ndarray]:
+  """Per channel, the integer counts whose ``step`` is >= 0, as [lo, hi].
+
+  Args:
+    step: float32 counts (K, 1) -> (K, C) float32, what the layers between
+      a 1-bit conv and the next 1-bit layer's sign do to each channel (its
+      scale, a BatchNorm, ...), computed with the ops the unfused forward
+      runs. Each channel's must be monotone: a product with a constant, a
+      sum, a clip are, and so stay with float32 rounding.
+    max_count: the largest absolute count (taps x input channels).
+
+  Returns:
+    int32 ``lo``, ``hi`` (C,): ``step(n)[c] >= 0`` exactly where ``lo[c] <=
+    n <= hi[c]``, for every integer n in [-max_count, max_count] (``lo >
+    hi``: for none, as where step gives NaN).
+
+  Raises:
+    ValueError: a channel whose counts with step >= 0 are not one interval
+      (step is not monotone).
+  """
+  counts = np.arange(-max_count, max_count + 1, dtype=np.int64)
+  positive = np.asarray(step(counts.astype(np.float32)[:, None])) >= 0
+  # The runs of True per channel: one interval exactly when True starts at
+  # most once.
+  starts = positive & ~np.pad(positive, ((1, 0), (0, 0)))[:-1]
+  if np.any(starts.sum(axis=0) > 1):
+    bad = np.flatnonzero(starts.sum(axis=0) > 1)
+    raise ValueError(f'Channels {bad.tolist()}: the counts with step >= 0 '
+                     'are not one interval (step not monotone).')
+  anywhere = positive.any(axis=0)
+  lo = np.where(anywhere, counts[np.argmax(positive, axis=0)], max_count + 1)
+  hi = np.where(anywhere, counts[::-1][np.argmax(positive[::-1], axis=0)],
+                -max_count - 1)
+  return lo.astype(np.int32), hi.astype(np.int32)
+
+
+def sign_xnor_conv2d_bits(x: jax.Array, kernel_words: jax.Array,
+                          lo: jax.Array, hi: jax.Array, strides=(1, 1),
+                          padding='SAME') -> jax.Array:
+  """The packed bits of ``lo <= sign_xnor_conv2d(x, ...) <= hi``.
+
+  Args:
+    x, kernel_words, strides, padding: as :func:`sign_xnor_conv2d`.
+    lo, hi: (C_out,) int32, from :func:`sign_intervals_np`.
+
+  Returns:
+    (N, H', W', ceil(C_out / 32)) uint32: the next 1-bit layer's packed
+    input (:func:`pack_signs` of what the unfused layers would give it).
+  """
+  count = sign_xnor_conv2d(x, kernel_words, strides, padding)
+  return pack_bits((lo <= count) & (count <= hi))

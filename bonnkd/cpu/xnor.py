@@ -8,7 +8,10 @@ whichever this CPU has (:func:`paths`), its output rows shared out over
 XLA's intra-op thread pool; :func:`sign_xnor_conv2d` takes float
 activations and packs their signs inside the same call
 (:func:`bonnkd.binary.packing.sign_xnor_conv2d`), what ``bonnkd.deploy``
-runs. Inference only: it has no gradient.
+runs, and :func:`sign_xnor_conv2d_bits` writes the next 1-bit layer's
+packed input instead of the counts
+(:func:`bonnkd.binary.packing.sign_xnor_conv2d_bits`). Inference only: it
+has no gradient.
 
 Optional: without the library, or with ``BONNKD_XNOR_NATIVE=0``,
 :func:`available` is False and ``bonnkd.deploy`` runs the pure-JAX packed
@@ -25,14 +28,18 @@ import numpy as np
 from bonnkd.binary import packing
 from bonnkd.cpu import native_library
 
-__all__ = ['ENV', 'PATHS', 'LIBRARY', 'available', 'why_unavailable',
-           'paths', 'xnor_conv2d', 'sign_xnor_conv2d']
+__all__ = ['ENV', 'PATHS', 'MAX_BITS_FEATURES', 'LIBRARY', 'available', 'why_unavailable',
+           'paths', 'xnor_conv2d', 'sign_xnor_conv2d',
+           'sign_xnor_conv2d_bits']
 
 ENV = 'BONNKD_XNOR_NATIVE'
 # Instruction paths of the kernel, by the number the library takes.
 PATHS = {'auto': 0, 'scalar': 1, 'avx2': 2, 'avx512': 3}
 _TARGET = 'bonnkd_xnor_conv'
 _SIGN_TARGET = 'bonnkd_sign_xnor_conv'
+_BITS_TARGET = 'bonnkd_sign_xnor_conv_bits'
+# The native call's scratch row of one pixel's counts.
+MAX_BITS_FEATURES = 4096
 
 
 def _paths_of(library) -> set[str]:
@@ -47,7 +54,8 @@ def _loaded(library: ctypes.CDLL, path: str) -> None:
 
 LIBRARY = native_library.NativeLibrary(
     '_xnor_conv', ENV, 'Native XNOR-popcount convolution', 'the pure-JAX one',
-    {_TARGET: 'BonnkdXnorConv', _SIGN_TARGET: 'BonnkdSignXnorConv'},
+    {_TARGET: 'BonnkdXnorConv', _SIGN_TARGET: 'BonnkdSignXnorConv',
+     _BITS_TARGET: 'BonnkdSignXnorConvBits'},
     loaded=_loaded)
 available = LIBRARY.available
 why_unavailable = LIBRARY.why_unavailable
@@ -121,4 +129,34 @@ def sign_xnor_conv2d(x: jax.Array, kernel_words: jax.Array, strides=(1, 1),
       _SIGN_TARGET, jax.ShapeDtypeStruct(out, jnp.int32),
       vmap_method='sequential')(
           x.astype(jnp.float32), kernel_words.astype(jnp.uint32),
+          path=np.int64(PATHS[path]), **attrs)
+
+
+def sign_xnor_conv2d_bits(x: jax.Array, kernel_words: jax.Array,
+                          lo: jax.Array, hi: jax.Array, strides=(1, 1),
+                          padding='SAME', path: str = 'auto'):
+  """:func:`bonnkd.binary.packing.sign_xnor_conv2d_bits`, computed natively.
+
+  As :func:`sign_xnor_conv2d`, but each pixel's counts stay in a scratch row
+  and the call writes the packed bits of ``lo[c] <= count <= hi[c]``,
+  (N, H', W', ceil(C_out / 32)) uint32. At most
+  :data:`MAX_BITS_FEATURES` output channels.
+  """
+  _check(path)
+  shape = (*x.shape[:-1], packing.words_for(x.shape[-1]))
+  out, attrs = _geometry_attrs(shape, kernel_words, x.shape[-1], strides,
+                               padding)
+  cout = out[-1]
+  if cout > MAX_BITS_FEATURES:
+    raise ValueError(f'The native binary output takes up to '
+                     f'{MAX_BITS_FEATURES} channels, got {cout}.')
+  if lo.shape != (cout,) or hi.shape != (cout,):
+    raise ValueError(f'lo and hi must be ({cout},), got {lo.shape} and '
+                     f'{hi.shape}.')
+  return jax.ffi.ffi_call(
+      _BITS_TARGET,
+      jax.ShapeDtypeStruct((*out[:-1], packing.words_for(cout)), jnp.uint32),
+      vmap_method='sequential')(
+          x.astype(jnp.float32), kernel_words.astype(jnp.uint32),
+          lo.astype(jnp.int32), hi.astype(jnp.int32),
           path=np.int64(PATHS[path]), **attrs)

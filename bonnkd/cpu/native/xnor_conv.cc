@@ -15,6 +15,12 @@
 // BonnkdSignXnorConv takes them as float32 (N, H, W, C) and packs their
 // signs itself, as bonnkd.binary.packing.pack_signs would, before the same
 // convolution: what bonnkd.deploy calls between real-valued layers.
+// BonnkdSignXnorConvBits is the second with Larq Compute Engine's binary
+// output: where the next layer is 1-bit and reads this one's output through
+// per-channel monotone steps only (scale, BatchNorm, hard tanh), the sign
+// it will take is a test of the count, lo[c] <= count <= hi[c], so the call
+// writes the packed bits of that test, (N, OH, OW, ceil(Cout / 32)) uint32,
+// and no float activation is written or read between the two layers.
 //
 // The micro-kernel keeps a block of output channels in vector registers and
 // broadcasts each activation word against them, as Larq Compute Engine's
@@ -212,8 +218,107 @@ int64_t Best() {
   return kScalar;
 }
 
+// Where a pixel's Cout counts go. CountsOut: straight into the int32
+// output. BitsOut: into a scratch row, then packed into the output words as
+// the bits of lo[c] <= count <= hi[c] (bit c % 32 of word c / 32; bits past
+// Cout 0), by P's instructions.
 template <int64_t P>
-void Rows(const Geometry& g, const uint32_t* x, const uint32_t* k, int32_t* y,
+struct CountsOut {
+  int32_t* y;
+  int64_t cout;
+
+  CountsOut(const Geometry& g, int32_t* y) : y(y), cout(g.cout) {}
+  int32_t* Row(int64_t pixel) { return y + pixel * cout; }
+  void Done(int64_t, const int32_t*) {}
+};
+
+constexpr int64_t kMaxBitsCout = 4096;
+
+template <int64_t P>
+struct BitsOut {
+  uint32_t* y;
+  const int32_t* lo;
+  const int32_t* hi;
+  int64_t cout, words;
+  int32_t scratch[kMaxBitsCout];  // one pixel's counts, in L1
+
+  BitsOut(const Geometry& g, uint32_t* y, const int32_t* lo, const int32_t* hi)
+      : y(y), lo(lo), hi(hi), cout(g.cout), words((g.cout + 31) / 32) {}
+  int32_t* Row(int64_t) { return scratch; }
+  void Done(int64_t pixel, const int32_t* counts);
+};
+
+inline uint32_t InsideScalar(const int32_t* v, const int32_t* lo,
+                             const int32_t* hi, int64_t n) {
+  uint32_t bits = 0;
+  for (int64_t b = 0; b < n; ++b) {
+    bits |= static_cast<uint32_t>(lo[b] <= v[b] && v[b] <= hi[b]) << b;
+  }
+  return bits;
+}
+
+template <>
+inline void BitsOut<kScalar>::Done(int64_t pixel, const int32_t* counts) {
+  uint32_t* out = y + pixel * words;
+  for (int64_t word = 0; word < words; ++word) {
+    const int64_t c0 = 32 * word;
+    out[word] = InsideScalar(counts + c0, lo + c0, hi + c0,
+                             std::min<int64_t>(32, cout - c0));
+  }
+}
+
+// AVX2: two signed compares and a movemask per 8 channels.
+template <>
+__attribute__((target("avx2"))) inline void BitsOut<kAvx2>::Done(
+    int64_t pixel, const int32_t* counts) {
+  uint32_t* out = y + pixel * words;
+  for (int64_t word = 0; word < words; ++word) {
+    const int64_t c0 = 32 * word, n = std::min<int64_t>(32, cout - c0);
+    uint32_t bits = 0;
+    int64_t b = 0;
+    for (; b + 8 <= n; b += 8) {
+      const __m256i v = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(counts + c0 + b));
+      const __m256i below = _mm256_cmpgt_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + c0 + b)), v);
+      const __m256i above = _mm256_cmpgt_epi32(
+          v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + c0 + b)));
+      const __m256i outside = _mm256_or_si256(below, above);
+      bits |= static_cast<uint32_t>(
+                  ~_mm256_movemask_ps(_mm256_castsi256_ps(outside)) & 0xff)
+              << b;
+    }
+    bits |= InsideScalar(counts + c0 + b, lo + c0 + b, hi + c0 + b, n - b)
+            << b;
+    out[word] = bits;
+  }
+}
+
+// AVX-512: two compares into mask registers per 16 channels; the last
+// channels through masked loads.
+template <>
+__attribute__((target("avx512f"))) inline void BitsOut<kAvx512>::Done(
+    int64_t pixel, const int32_t* counts) {
+  uint32_t* out = y + pixel * words;
+  for (int64_t word = 0; word < words; ++word) {
+    const int64_t c0 = 32 * word, n = std::min<int64_t>(32, cout - c0);
+    uint32_t bits = 0;
+    for (int64_t b = 0; b < n; b += 16) {
+      const __mmask16 valid = static_cast<__mmask16>(
+          n - b >= 16 ? 0xffff : (1u << (n - b)) - 1);
+      const __m512i v = _mm512_maskz_loadu_epi32(valid, counts + c0 + b);
+      const __mmask16 inside = _mm512_mask_cmple_epi32_mask(
+          _mm512_mask_cmpge_epi32_mask(
+              valid, v, _mm512_maskz_loadu_epi32(valid, lo + c0 + b)),
+          v, _mm512_maskz_loadu_epi32(valid, hi + c0 + b));
+      bits |= static_cast<uint32_t>(inside) << b;
+    }
+    out[word] = bits;
+  }
+}
+
+template <int64_t P, class Sink>
+void Rows(const Geometry& g, const uint32_t* x, const uint32_t* k, Sink& sink,
           int64_t first, int64_t last) {
   // A pixel whose window lies inside the image reads every tap, at fixed
   // offsets from its window's first word and the same kernel rows: set up
@@ -232,7 +337,8 @@ void Rows(const Geometry& g, const uint32_t* x, const uint32_t* k, int32_t* y,
     bool rows_inside = iy >= 0 && iy + g.kh <= g.h;
     for (int64_t ox = 0; ox < g.ow; ++ox) {
       int64_t ix = ox * g.sw - g.pl;
-      int32_t* out = y + (row * g.ow + ox) * g.cout;
+      const int64_t pixel = row * g.ow + ox;
+      int32_t* out = sink.Row(pixel);
       if (rows_inside && ix >= 0 && ix + g.kw <= g.w) {
         const uint32_t* window = x + ((n * g.h + iy) * g.w + ix) * g.words;
         for (int64_t t = 0; t < inside.count; ++t) {
@@ -243,6 +349,7 @@ void Rows(const Geometry& g, const uint32_t* x, const uint32_t* k, int32_t* y,
         FindTaps(g, x, k, n, oy, ox, &taps);
         Pixel<P>(g, taps, out);
       }
+      sink.Done(pixel, out);
     }
   }
 }
@@ -252,16 +359,18 @@ void Rows(const Geometry& g, const uint32_t* x, const uint32_t* k, int32_t* y,
 // the default target would call the channel blocks one by one (1-14% of a
 // batch-1 layer's time on a family-25 EPYC:
 // benchmarks/native/xnor_rows_bench.cc).
+template <class Sink>
 __attribute__((target("avx2"), flatten)) void RowsAvx2(
-    const Geometry& g, const uint32_t* x, const uint32_t* k, int32_t* y,
+    const Geometry& g, const uint32_t* x, const uint32_t* k, Sink& sink,
     int64_t first, int64_t last) {
-  Rows<kAvx2>(g, x, k, y, first, last);
+  Rows<kAvx2>(g, x, k, sink, first, last);
 }
 
+template <class Sink>
 __attribute__((target("avx512f,avx512vpopcntdq"), flatten)) void RowsAvx512(
-    const Geometry& g, const uint32_t* x, const uint32_t* k, int32_t* y,
+    const Geometry& g, const uint32_t* x, const uint32_t* k, Sink& sink,
     int64_t first, int64_t last) {
-  Rows<kAvx512>(g, x, k, y, first, last);
+  Rows<kAvx512>(g, x, k, sink, first, last);
 }
 
 // Signs of float32 activations packed along channels, as
@@ -404,22 +513,29 @@ int64_t Threads(ffi::ThreadPool& pool, const Geometry& g) {
              : std::max<int64_t>(1, pool.num_threads());
 }
 
-// The convolution of packed activations x, output rows (n, oy) shared out.
+// The convolution of packed activations x, output rows (n, oy) shared out,
+// each chunk writing through its own Sink<path>(g, out...).
+template <template <int64_t> class Sink, class... Out>
 void Convolve(ffi::ThreadPool& pool, const Geometry& g, int64_t threads,
-              const uint32_t* x, const uint32_t* k, int32_t* y, int64_t path) {
-  ParallelFor(pool, g.n * g.oh, threads,
-              [&g, x, k, y, path](int64_t first, int64_t last) {
-                switch (path) {
-                  case kAvx512:
-                    RowsAvx512(g, x, k, y, first, last);
-                    break;
-                  case kAvx2:
-                    RowsAvx2(g, x, k, y, first, last);
-                    break;
-                  default:
-                    Rows<kScalar>(g, x, k, y, first, last);
-                }
-              });
+              const uint32_t* x, const uint32_t* k, int64_t path, Out... out) {
+  ParallelFor(pool, g.n * g.oh, threads, [&](int64_t first, int64_t last) {
+    switch (path) {
+      case kAvx512: {
+        Sink<kAvx512> sink(g, out...);
+        RowsAvx512(g, x, k, sink, first, last);
+        break;
+      }
+      case kAvx2: {
+        Sink<kAvx2> sink(g, out...);
+        RowsAvx2(g, x, k, sink, first, last);
+        break;
+      }
+      default: {
+        Sink<kScalar> sink(g, out...);
+        Rows<kScalar>(g, x, k, sink, first, last);
+      }
+    }
+  });
 }
 
 ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U32, 4> x,
@@ -433,9 +549,40 @@ ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U32, 4> x,
   if (auto e = CheckGeometry(g, kd[2], yd[0], yd[3], &path); e.failure()) {
     return e;
   }
-  Convolve(pool, g, Threads(pool, g), x.typed_data(), k.typed_data(),
-           y->typed_data(), path);
+  Convolve<CountsOut>(pool, g, Threads(pool, g), x.typed_data(),
+                      k.typed_data(), path, y->typed_data());
   return ffi::Error::Success();
+}
+
+// The signs of float32 activations x (N, H, W, C) packed along channels,
+// pixels shared out.
+std::unique_ptr<uint32_t[]> PackSigns(ffi::ThreadPool& pool,
+                                      const Geometry& g, int64_t threads,
+                                      const float* x, int64_t path) {
+  const int64_t c = g.channels, words = g.words;
+  std::unique_ptr<uint32_t[]> packed(new uint32_t[g.n * g.h * g.w * words]);
+  uint32_t* xw = packed.get();
+  ParallelFor(pool, g.n * g.h * g.w, threads,
+              [x, c, words, xw, path](int64_t first, int64_t last) {
+                switch (path) {
+                  case kAvx512:
+                    PackAvx512(x, c, words, xw, first, last);
+                    break;
+                  case kAvx2:
+                    PackAvx2(x, c, words, xw, first, last);
+                    break;
+                  default:
+                    PackScalar(x, c, words, xw, first, last);
+                }
+              });
+  return packed;
+}
+
+Geometry SignGeometry(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> kd,
+                      ffi::Span<const int64_t> yd, int64_t sh, int64_t sw,
+                      int64_t pt, int64_t pl) {
+  return Geometry{xd[0], xd[1], xd[2], (xd[3] + 31) / 32, kd[0], kd[1], kd[3],
+                  yd[1], yd[2], sh,    sw,    pt,    pl,    xd[3]};
 }
 
 // The same of float32 activations, their signs packed inside the call: the
@@ -446,31 +593,43 @@ ffi::Error SignXnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 4> x,
                             ffi::Buffer<ffi::U32, 4> k,
                             ffi::ResultBuffer<ffi::S32, 4> y, int64_t sh,
                             int64_t sw, int64_t pt, int64_t pl, int64_t path) {
-  auto xd = x.dimensions(), kd = k.dimensions(), yd = y->dimensions();
-  const int64_t words = (xd[3] + 31) / 32;
-  Geometry g{xd[0], xd[1], xd[2], words, kd[0], kd[1], kd[3],
-             yd[1], yd[2], sh,    sw,    pt,    pl,    xd[3]};
+  auto kd = k.dimensions(), yd = y->dimensions();
+  Geometry g = SignGeometry(x.dimensions(), kd, yd, sh, sw, pt, pl);
   if (auto e = CheckGeometry(g, kd[2], yd[0], yd[3], &path); e.failure()) {
     return e;
   }
-  const int64_t threads = Threads(pool, g), c = xd[3];
-  std::unique_ptr<uint32_t[]> packed(new uint32_t[g.n * g.h * g.w * words]);
-  const float* xf = x.typed_data();
-  uint32_t* xw = packed.get();
-  ParallelFor(pool, g.n * g.h * g.w, threads,
-              [xf, c, words, xw, path](int64_t first, int64_t last) {
-                switch (path) {
-                  case kAvx512:
-                    PackAvx512(xf, c, words, xw, first, last);
-                    break;
-                  case kAvx2:
-                    PackAvx2(xf, c, words, xw, first, last);
-                    break;
-                  default:
-                    PackScalar(xf, c, words, xw, first, last);
-                }
-              });
-  Convolve(pool, g, threads, xw, k.typed_data(), y->typed_data(), path);
+  const int64_t threads = Threads(pool, g);
+  auto packed = PackSigns(pool, g, threads, x.typed_data(), path);
+  Convolve<CountsOut>(pool, g, threads, packed.get(), k.typed_data(), path,
+                      y->typed_data());
+  return ffi::Error::Success();
+}
+
+// The same, writing the packed bits of lo[c] <= count <= hi[c] for the next
+// 1-bit layer (Larq Compute Engine's binary output) instead of the counts.
+ffi::Error SignXnorConvBitsImpl(
+    ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 4> x,
+    ffi::Buffer<ffi::U32, 4> k, ffi::Buffer<ffi::S32, 1> lo,
+    ffi::Buffer<ffi::S32, 1> hi, ffi::ResultBuffer<ffi::U32, 4> y, int64_t sh,
+    int64_t sw, int64_t pt, int64_t pl, int64_t path) {
+  auto kd = k.dimensions(), yd = y->dimensions();
+  Geometry g = SignGeometry(x.dimensions(), kd, yd, sh, sw, pt, pl);
+  if (yd[3] != (g.cout + 31) / 32 || lo.dimensions()[0] != g.cout ||
+      hi.dimensions()[0] != g.cout) {
+    return ffi::Error::InvalidArgument(
+        "bonnkd xnor conv bits: shapes disagree");
+  }
+  if (g.cout > kMaxBitsCout) {
+    return ffi::Error::InvalidArgument(
+        "bonnkd xnor conv bits: at most 4096 output channels");
+  }
+  if (auto e = CheckGeometry(g, kd[2], yd[0], g.cout, &path); e.failure()) {
+    return e;
+  }
+  const int64_t threads = Threads(pool, g);
+  auto packed = PackSigns(pool, g, threads, x.typed_data(), path);
+  Convolve<BitsOut>(pool, g, threads, packed.get(), k.typed_data(), path,
+                    y->typed_data(), lo.typed_data(), hi.typed_data());
   return ffi::Error::Success();
 }
 
@@ -501,6 +660,21 @@ auto SignXnorConvBinding() {
       .Attr<int64_t>("path");
 }
 
+auto SignXnorConvBitsBinding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32, 4>>()
+      .Arg<ffi::Buffer<ffi::U32, 4>>()
+      .Arg<ffi::Buffer<ffi::S32, 1>>()
+      .Arg<ffi::Buffer<ffi::S32, 1>>()
+      .Ret<ffi::Buffer<ffi::U32, 4>>()
+      .Attr<int64_t>("stride_h")
+      .Attr<int64_t>("stride_w")
+      .Attr<int64_t>("pad_top")
+      .Attr<int64_t>("pad_left")
+      .Attr<int64_t>("path");
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BonnkdXnorConv, XnorConvImpl,
@@ -508,6 +682,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BonnkdXnorConv, XnorConvImpl,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BonnkdSignXnorConv, SignXnorConvImpl,
                               SignXnorConvBinding());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BonnkdSignXnorConvBits, SignXnorConvBitsImpl,
+                              SignXnorConvBitsBinding());
 
 // Which paths this CPU runs (bit p set: path p), for the Python side.
 extern "C" int BonnkdXnorPaths() {
