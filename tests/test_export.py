@@ -249,6 +249,14 @@ def test_trained_run_exports_and_deploys_exactly(w1a1_run, cifar_tarball,
   # The run's own test accuracy of the same (best) checkpoint.
   with open(f'{w1a1_run}/final.json') as f:
     assert result['accuracy'] == pytest.approx(json.load(f)['test_accuracy'])
+  # Each block's conv1 writes conv2's signs packed; without that, the same.
+  assert result['binary_outputs'] == 3
+  counts = json.loads(run_main(deploy.main, [
+      path, '--data_source', 'tarball', '--data_dir', cifar_tarball[0],
+      '--batch_size', '64', '--compare', '--json', '--no_binary_outputs']))
+  assert counts['binary_outputs'] == 0
+  assert counts['predictions_equal'] and counts['max_logit_diff'] < 1e-4
+  assert counts['accuracy'] == result['accuracy']
 
 
 def test_export_of_a_missing_run_is_one_error(tmp_path, capsys):
