@@ -147,7 +147,7 @@ def binary_outputs(program: export.Program) -> export.Program:
         consumers[op[key]].append(op)
   dropped = set()
   for op in ops:
-    if (not _binary_xnor(op) or op.get('x_bits') or id(op) in dropped
+    if (not _binary_xnor(op) or op.get('x_bits')
         or op['features'] > xnor.MAX_BITS_FEATURES):
       continue
     steps = _sign_steps(op, consumers)

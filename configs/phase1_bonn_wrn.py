@@ -38,7 +38,12 @@ Presets (``configs/phase1_bonn_wrn.py:<preset>``):
   results/bonn/teacher2``, the teacher whose checkpoint is kept): 75.38%
   test (seed 0, the first teacher, 62.1 min, family-25 EPYC) and 76.03%
   (seed 1, 40.9 min, a 2-core Intel Xeon of family 6, model 167;
-  results/bonn/kd_s0/, kd_s1/).
+  results/bonn/kd_s0/, kd_s1/). With BONN's losses at the weights chosen
+  on val (``--config.bonn.kernel_weight=1e-05
+  --config.bonn.feature_weight=1e-05 --config.bonn.min_variance=0.01``):
+  73.79% and 72.80% (results/bonn/kernel_feature_s0/, _s1/); with both:
+  76.07% (seed 0, 31.9 min on that Xeon;
+  results/bonn/kernel_feature_kd_s0/).
 * smoke -- a tiny WRN on a few hundred images, for tests (< 1 minute).
 
 Command (offline copy of CIFAR-10)::
@@ -124,8 +129,9 @@ def get_config(preset: str = ''):
   elif preset == 'w1a1_cpu':
     # BONN's W1A1 layout with the 1-bit recipe chosen on val for an hour
     # of 2 CPU cores (issue 27, configs/plans/w1a1_cpu.py): Adam, no decay
-    # on the latent 1-bit kernels; BONN's losses off until their weights
-    # are chosen again at this recipe.
+    # on the latent 1-bit kernels; BONN's losses off: at the weights chosen
+    # on val (configs/plans/w1a1_cpu.py, CHOSEN_LOSSES) they tie with plain
+    # over two seeds (results/bonn/README.md).
     recipes.w1a1_cpu_recipe(config)
   elif preset == 'smoke':
     config.model.depth = 10

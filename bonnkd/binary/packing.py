@@ -204,8 +204,8 @@ def sign_intervals_np(step: Callable[[np.ndarray], np.ndarray],
     step: float32 counts (K, 1) -> (K, C) float32, what the layers between
       a 1-bit conv and the next 1-bit layer's sign do to each channel (its
       scale, a BatchNorm, ...), computed with the ops the unfused forward
-      runs. Each channel's must be monotone: a product with a constant, a
-      sum, a clip are, and so stay with float32 rounding.
+      runs. Each channel's must be monotone, as products with a constant,
+      sums and clips are, and stay under float32 rounding.
     max_count: the largest absolute count (taps x input channels).
 
   Returns:

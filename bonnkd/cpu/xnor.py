@@ -28,8 +28,8 @@ import numpy as np
 from bonnkd.binary import packing
 from bonnkd.cpu import native_library
 
-__all__ = ['ENV', 'PATHS', 'MAX_BITS_FEATURES', 'LIBRARY', 'available', 'why_unavailable',
-           'paths', 'xnor_conv2d', 'sign_xnor_conv2d',
+__all__ = ['ENV', 'PATHS', 'MAX_BITS_FEATURES', 'LIBRARY', 'available',
+           'why_unavailable', 'paths', 'xnor_conv2d', 'sign_xnor_conv2d',
            'sign_xnor_conv2d_bits']
 
 ENV = 'BONNKD_XNOR_NATIVE'
@@ -38,7 +38,8 @@ PATHS = {'auto': 0, 'scalar': 1, 'avx2': 2, 'avx512': 3}
 _TARGET = 'bonnkd_xnor_conv'
 _SIGN_TARGET = 'bonnkd_sign_xnor_conv'
 _BITS_TARGET = 'bonnkd_sign_xnor_conv_bits'
-# The native call's scratch row of one pixel's counts.
+# The most output channels of the binary output: one pixel's counts wait in
+# a scratch row of this size (kMaxBitsCout in xnor_conv.cc).
 MAX_BITS_FEATURES = 4096
 
 
