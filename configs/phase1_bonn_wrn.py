@@ -42,8 +42,8 @@ Presets (``configs/phase1_bonn_wrn.py:<preset>``):
   on val (``--config.bonn.kernel_weight=1e-05
   --config.bonn.feature_weight=1e-05 --config.bonn.min_variance=0.01``):
   73.79% and 72.80% (results/bonn/kernel_feature_s0/, _s1/); with both:
-  76.07% (seed 0, 31.9 min on that Xeon;
-  results/bonn/kernel_feature_kd_s0/).
+  76.07% and 75.72% (31.9 and 28.9 min on that Xeon;
+  results/bonn/kernel_feature_kd_s0/, _s1/).
 * smoke -- a tiny WRN on a few hundred images, for tests (< 1 minute).
 
 Command (offline copy of CIFAR-10)::
