@@ -36,7 +36,7 @@ from bonnkd.sweep import Run
 STUDENT_CONFIG = 'configs/phase2_kd_student.py:cpu'
 TEACHER = 'kd.teacher_workdir=results/bonn/teacher2'
 TRAIN_IMAGES = 45_000
-BUDGET_MIN = 50.0
+BUDGET_MIN = 45.0
 EVAL_S = 5.0
 # name -> (stage sizes, widths, distillation step img/s on the Xeon).
 STUDENTS = {
