@@ -22,8 +22,17 @@ forward pass of ``sign(x)`` convolved with a +-1 kernel as
 All in one process, rounds alternated, medians reported with each one's
 speed-up over ``xla``.
 
+A batch-1 layer takes the native kernel ~0.03 ms, so one jitted call per
+layer also times JAX's dispatch of the call, which a network's forward pays
+once, not per layer. ``--chain K`` times K layers in one jitted call
+instead, each on its own input and each waiting for the previous one's
+output (``lax.optimization_barrier``, no work added), and reports the time
+per layer: what a layer costs inside a compiled forward. PyTorch's eager
+calls are timed one by one either way.
+
   python -m benchmarks.binary_conv_bench
   python -m benchmarks.binary_conv_bench --batch 1,128 --rounds 5 --models wrn16_3
+  python -m benchmarks.binary_conv_bench --batch 1 --chain 16
 """
 
 import argparse
@@ -53,12 +62,31 @@ SHAPES = {
 
 
 def packed_conv(kernel_words, strides, sign_xnor_conv2d):
-  return jax.jit(lambda x: sign_xnor_conv2d(x, kernel_words, strides))
+  return lambda x: sign_xnor_conv2d(x, kernel_words, strides)
 
 
 def float_conv(kernel, strides, impl):
-  return jax.jit(lambda x: layers.conv2d(quantizers.sign(x), kernel, strides,
-                                         'SAME', impl))
+  return lambda x: layers.conv2d(quantizers.sign(x), kernel, strides, 'SAME',
+                                 impl)
+
+
+def chained(layer, length: int):
+  """``layer`` on each of ``length`` inputs in one jitted call, in order.
+
+  The inputs are distinct, so no call's result is reused; each input is
+  released to its layer only once the previous layer's output exists
+  (an optimization barrier: a dependency, no work), so the layers run one
+  after another, as in a network, not side by side on XLA's pool. Returns
+  the jitted function of a tuple of inputs and the tuple of outputs.
+  """
+  def forward(xs):
+    ys = []
+    for x in xs:
+      if ys:
+        x, ys[-1] = jax.lax.optimization_barrier((x, ys[-1]))
+      ys.append(layer(x))
+    return tuple(ys)
+  return jax.jit(forward)
 
 
 def torch_conv(kernel, stride):
@@ -103,15 +131,24 @@ def main(argv=None):
                       'the widest this CPU has)')
   parser.add_argument('--shapes', type=int, default=None,
                       help='time the first N shapes of each model only')
+  parser.add_argument('--chain', type=int, default=1,
+                      help='layers per jitted call, each on its own input, '
+                      'one after another; times are per layer (PyTorch: '
+                      'one call per layer)')
   args = parser.parse_args(argv)
+  if args.chain < 1:
+    parser.error(f'--chain must be >= 1, got {args.chain}')
   impls = [i for i in args.impls.split(',')
            if (i != 'onednn' or onednn.available())
            and (i != 'native' or xnor.available())
            and (i != 'torch' or has_torch())]
   print(f'backend={jax.default_backend()} cpu={machine.cpu_name()} native '
         f'paths={sorted(xnor.paths())} (timed: {args.xnor_path}); ms per '
-        f'forward of one W1A1 3x3 conv, medians of {args.rounds} alternated '
-        'rounds; x: speed-up over xla')
+        f'forward of one W1A1 3x3 conv'
+        + (f' ({args.chain} chained in one jitted call)' if args.chain > 1
+           else '')
+        + f', medians of {args.rounds} alternated rounds; x: speed-up over '
+        'xla')
   print(f'{"model":>9} {"batch":>5} {"HxW":>6} {"Cin":>4} {"Cout":>4} '
         f'{"s":>2} ' + ' '.join(f'{i + " ms":>10}' for i in impls) + ' '
         + ' '.join(f'{"x " + i:>9}' for i in impls if i != 'xla'))
@@ -136,15 +173,20 @@ def main(argv=None):
                                          'onednn'),
             'torch': lambda: torch_conv(signs, stride),
         }
-        forwards = {impl: make[impl]() for impl in impls}
-        inputs = {impl: x if impl == 'torch' else jnp.asarray(x)
+        chain = {impl: 1 if impl == 'torch' else args.chain
+                 for impl in impls}
+        xs = tuple(jnp.asarray(rng.normal(size=x.shape).astype(np.float32))
+                   for _ in range(args.chain - 1))
+        forwards = {impl: make[impl]() if impl == 'torch'
+                    else chained(make[impl](), chain[impl]) for impl in impls}
+        inputs = {impl: x if impl == 'torch' else (jnp.asarray(x),) + xs
                   for impl in impls}
         times = {impl: [] for impl in impls}
         for _ in range(args.rounds):
           for impl in impls:
             times[impl].append(conv_bench.seconds_per_call(
                 forwards[impl], inputs[impl], repeats=args.repeats,
-                min_seconds=args.min_round_s))
+                min_seconds=args.min_round_s) / chain[impl])
         ms = {impl: 1e3 * statistics.median(t) for impl, t in times.items()}
         base = ms.get('xla', ms[impls[0]])
         print(f'{model:>9} {batch:>5} {size:>4}^2 {cin:>4} {cout:>4} '

@@ -7,6 +7,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from benchmarks import batch_norm_bench
@@ -186,6 +187,17 @@ def test_binary_conv_bench_times_the_packed_conv_against_xla(capsys):
     packed_ms, xla_ms = float(row[6]), float(row[7])
     assert abs(float(row[8][:-1]) - xla_ms / packed_ms) < 0.01 + 0.01 * (
         xla_ms / packed_ms)
+
+
+def test_binary_conv_bench_chain_runs_each_input_in_order():
+  layer = lambda x: jnp.cumsum(x * x, axis=-1)
+  xs = tuple(jnp.arange(6.0).reshape(2, 3) + k for k in range(3))
+  forward = binary_conv_bench.chained(layer, 3)
+  for y, x in zip(forward(xs), xs):
+    np.testing.assert_array_equal(y, np.cumsum(np.square(x), axis=-1))
+  # Each layer after the first waits for the previous one's output.
+  hlo = forward.lower(xs).as_text()
+  assert hlo.count('optimization_barrier') == 2
 
 
 def test_throughput_times_each_dtype_and_feed(capsys):
