@@ -1,0 +1,96 @@
+// Where a batch-1 call of the native XNOR conv spends its time, one thread:
+// the packing of the float input's signs (PackAvx512 / PackAvx2) and the
+// convolution of the packed words (RowsAvx512 / RowsAvx2), each the best of
+// 2,000 calls, for the W1A1 3x3 convs of WRN-16-3 and ResNet-18 at batch 1,
+// on the widest path this CPU has. "ns per vector" divides the convolution
+// by its channel-block steps: output pixels x 9 taps x words x Cout / L
+// (the border pixels' missing taps counted too), with L = 16 channels
+// (AVX-512) or 8 (AVX2), each one broadcast activation word XOR-ed with L
+// kernel words, popcounted and added. An argument `avx2` times the AVX2
+// path on a CPU that has both. From the repository root:
+//
+//   g++ -O3 -std=c++17 -I"$(python -c 'import jax; print(jax.ffi.include_dir())')" \
+//       benchmarks/native/xnor_parts_bench.cc -o /tmp/xnor_parts_bench
+//   /tmp/xnor_parts_bench [avx2]
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "../../bonnkd/cpu/native/xnor_conv.cc"
+
+namespace {
+
+struct Shape {
+  int size, cin, cout, stride;
+};
+
+template <typename F>
+double BestMicroseconds(F f) {
+  double best = 1e9;
+  for (int i = 0; i < 2000; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    f();
+    std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
+    best = std::min(best, dt.count());
+  }
+  return best * 1e6;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Shape shapes[] = {
+      {32, 48, 48, 1},   {32, 48, 96, 2},   {16, 96, 96, 1},
+      {16, 96, 192, 2},  {8, 192, 192, 1},  {32, 64, 64, 1},
+      {32, 64, 128, 2},  {16, 128, 128, 1}, {16, 128, 256, 2},
+      {8, 256, 256, 1},  {8, 256, 512, 2},  {4, 512, 512, 1}};
+  const int64_t path =
+      argc > 1 && std::strcmp(argv[1], "avx2") == 0 && Supported(kAvx2)
+          ? kAvx2
+          : Best();
+  const int lanes = path == kAvx512 ? 16 : 8;
+  if (path == kScalar) {
+    std::printf("this CPU has neither AVX-512 VPOPCNTDQ nor AVX2\n");
+    return 1;
+  }
+  std::printf("path %s, one thread, best of 2,000 calls\n",
+              path == kAvx512 ? "avx512" : "avx2");
+  std::mt19937 rng(0);
+  for (const Shape& s : shapes) {
+    const int words = (s.cin + 31) / 32;
+    const int out = (s.size + s.stride - 1) / s.stride;
+    const int pad = s.stride == 1 ? 1 : 0;  // SAME's top/left padding
+    Geometry g{1, s.size, s.size, words, 3, 3, s.cout, out, out,
+               s.stride, s.stride, pad, pad, s.cin};
+    std::vector<float> xf(size_t(s.size) * s.size * s.cin);
+    for (auto& v : xf) v = static_cast<float>(rng() % 3) - 1.0f;
+    std::vector<uint32_t> x(size_t(s.size) * s.size * words);
+    std::vector<uint32_t> k(9 * words * s.cout);
+    for (auto& v : k) v = rng();
+    std::vector<int32_t> y(size_t(out) * out * s.cout);
+    const int64_t pixels = int64_t{s.size} * s.size;
+    double pack, conv;
+    if (path == kAvx512) {
+      CountsOut<kAvx512> sink(g, y.data());
+      pack = BestMicroseconds(
+          [&] { PackAvx512(xf.data(), s.cin, words, x.data(), 0, pixels); });
+      conv = BestMicroseconds(
+          [&] { RowsAvx512(g, x.data(), k.data(), sink, 0, out); });
+    } else {
+      CountsOut<kAvx2> sink(g, y.data());
+      pack = BestMicroseconds(
+          [&] { PackAvx2(xf.data(), s.cin, words, x.data(), 0, pixels); });
+      conv = BestMicroseconds(
+          [&] { RowsAvx2(g, x.data(), k.data(), sink, 0, out); });
+    }
+    const double vectors = double(out) * out * 9 * words * s.cout / lanes;
+    std::printf("%2dx%-2d %3d->%3d stride %d: pack %6.2f us, conv %7.2f us, "
+                "%.3f ns per vector (%.0f)\n",
+                s.size, s.size, s.cin, s.cout, s.stride, pack, conv,
+                conv * 1e3 / vectors, vectors);
+  }
+}
