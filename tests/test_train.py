@@ -203,3 +203,21 @@ def test_model_selection_run_reports_val_only(cifar_tarball, tmp_path,
   assert not [k for k in final if k.startswith('test')]
   assert 'test' not in {r['split'] for r in read_metrics(str(tmp_path))}
   assert set(evaluated) == {100}  # Only the 100 val images, never the 200.
+
+  # Chosen on val, the same run reads its test split once: its best
+  # checkpoint, no step trained again.
+  steps = [r['step'] for r in read_metrics(str(tmp_path))
+           if r['split'] == 'train']
+  evaluated.clear()
+  chosen = tiny_config(cifar_tarball[0], num_epochs=1.0, eval_test=True,
+                       force_final_eval=True)
+  train.train_and_evaluate(chosen, str(tmp_path))
+  again = read_json(os.path.join(tmp_path, 'final.json'))
+  assert (again['best_step'], again['val_accuracy'], again['step']) == (
+      final['best_step'], final['val_accuracy'], final['step'])
+  assert again['test_examples'] == 200 and 0 <= again['test_accuracy'] <= 1
+  assert evaluated == [100, 200]
+  records = read_metrics(str(tmp_path))
+  assert [r['step'] for r in records if r['split'] == 'train'] == steps
+  assert [r['step'] for r in records if r['split'] == 'test'] == [
+      final['best_step']]

@@ -66,10 +66,12 @@ LOCK_FILE = 'lock'
 
 # Config keys that may differ when a run is resumed: where the data and the
 # teacher are on this machine, how the run logs and evaluates, and the conv
-# lowering (the same math).
+# lowering (the same math). ``eval_test``: a model-selection run (val only)
+# chosen on val reads its test split once, from the same best checkpoint,
+# with ``--config.eval_test=True --config.force_final_eval=True``.
 RESUMABLE_CHANGES = ('data.source', 'data.dir', 'kd.teacher_workdir',
                      'eval_batch_size', 'log_every_steps', 'tensorboard',
-                     'force_final_eval', 'model.conv_impl')
+                     'force_final_eval', 'eval_test', 'model.conv_impl')
 
 # Config keys added after runs were made, each with the value that does what
 # a run without it did: a run directory whose config.json predates a key
