@@ -166,7 +166,9 @@ PLANS = [(path, '') for path in sorted(
             for stage in ('conv', 'shortcuts', 'init', 'losses',
                           'losses_floor', 'losses_normalized', 'teacher',
                           'kd', 'plain',
-                          'ablation')]
+                          'ablation')] + [
+                (os.path.join(ROOT, 'configs', 'plans', 'phase2_cpu.py'),
+                 'final')]
 
 
 @pytest.mark.parametrize('path,stage', PLANS,
@@ -232,6 +234,29 @@ def test_w1a1_ablation_is_the_issues_four_rows(tmp_path):
              c.model.shortcuts, c.num_epochs, c.optim.name, c.optim.lr,
              c.eval_test) for n, c in configs.items() if n != 'teacher'}
   assert len(recipe) == 1 and recipe.pop()[-1]  # Test read by these rows.
+
+
+def test_phase2_plan_chooses_on_val_then_runs_the_preset(tmp_path):
+  plan = os.path.join(ROOT, 'configs', 'plans', 'phase2_cpu.py')
+  students = [sweep._config_of(r, str(tmp_path))  # pylint: disable=protected-access
+              for r in sweep.load_plan(plan, 'students')]
+  assert all(c.kd.enabled and not c.eval_test for c in students)  # Val only.
+  assert len({(tuple(c.model.stage_sizes), tuple(c.model.widths))
+              for c in students}) == len(students)
+  runs = sweep.load_plan(plan, 'final')
+  configs = {r.name: sweep._config_of(r, str(tmp_path)) for r in runs}  # pylint: disable=protected-access
+  preset = files.load(os.path.join(ROOT, 'configs', 'phase2_kd_student.py')
+                      + ':cpu')
+  assert {n: (r.seed, configs[n].kd.enabled) for n, r in
+          ((r.name, r) for r in runs)} == {
+              'kd_s1': (1, True), 'alone_s0': (0, False),
+              'alone_s1': (1, False)}
+  for config in configs.values():  # The preset itself, test read.
+    assert config.eval_test
+    assert (tuple(config.model.stage_sizes), tuple(config.model.widths),
+            config.num_epochs) == (tuple(preset.model.stage_sizes),
+                                   tuple(preset.model.widths),
+                                   preset.num_epochs)
 
 
 def test_bonn_selection_reads_val_only_and_varies_one_thing(tmp_path):

@@ -29,6 +29,18 @@ are ``STUDENTS``' third field; the epochs follow from it, with
 ``EVAL_S`` seconds an epoch for the val evaluation. On a family-25 EPYC
 (AVX2) the same epochs take about twice as long (the W1A1 recipe's epochs:
 216-259 s there, 104-106 s on the Xeon): pass ``--budget_min`` there.
+
+``final`` -- the ``cpu`` preset once it is the chosen candidate (its
+model and epochs), test read: distilled on seed 1 (``kd_s1``) and the
+same student on labels alone (``kd.enabled=False``) on seeds 0 and 1.
+The distilled seed-0 run is the chosen candidate's own, whose best
+checkpoint (by val) reads the test split once::
+
+  python launch.py --config configs/phase2_kd_student.py:cpu \\
+      --workdir runs/phase2/<candidate> <the candidate's overrides> \\
+      --config.eval_test=True --config.force_final_eval=True
+  python -m bonnkd.sweep configs/plans/phase2_cpu.py:final --out runs/phase2 \\
+      --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
 """
 
 from bonnkd.sweep import Run
@@ -66,7 +78,16 @@ def _student(name: str) -> Run:
                          / 60, 1))
 
 
+def _final():
+  """The preset as chosen: distilled on seed 1, alone on seeds 0 and 1."""
+  return [Run('kd_s1', STUDENT_CONFIG, (TEACHER,), seed=1),
+          Run('alone_s0', STUDENT_CONFIG, ('kd.enabled=False',), seed=0),
+          Run('alone_s1', STUDENT_CONFIG, ('kd.enabled=False',), seed=1)]
+
+
 def get_plan(stage: str = 'students'):
   if stage == 'students':
     return [_student(name) for name in STUDENTS]
-  raise ValueError(f"Unknown stage {stage!r}: 'students'.")
+  if stage == 'final':
+    return _final()
+  raise ValueError(f"Unknown stage {stage!r}: 'students' or 'final'.")
