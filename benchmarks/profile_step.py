@@ -18,8 +18,13 @@ operations fused into it):
 * BatchNorm -- the normalisation, its statistics and their gradients, with
   the ReLU / sign fused into them;
 * augmentation -- crop, flip, normalisation of the uint8 batch;
-* other -- the rest: loss, head, residual adds, and the optimizer update
-  (optax's operations carry no name of their own in the HLO);
+* residual adds -- an operation whose only work is a block's forward sum of
+  its branch and its shortcut (``.../blockN/add``): the one operation after
+  a training convolution that a oneDNN post-op (``sum``) could take over,
+  BatchNorm's batch statistics standing between a conv and its activation
+  (the backward's sums fuse into BatchNorm's gradients);
+* other -- the rest: loss, head, and the optimizer update (optax's
+  operations carry no name of their own in the HLO);
 * untraced -- time the step's executor runs (XLA:CPU's
   ``ThunkExecutor::Execute`` spans) that no named operation covers: with
   YNNPACK's convolutions off (``XLA_FLAGS``), XLA's own Eigen convolutions
@@ -57,7 +62,7 @@ from bonnkd.config import overrides
 from bonnkd.cpu import onednn
 
 CATEGORIES = ('conv forward', 'conv backward', 'layout copies', 'BatchNorm',
-              'augmentation', 'other', 'untraced', 'host')
+              'augmentation', 'residual adds', 'other', 'untraced', 'host')
 WALL_SHARES = ('untraced', 'host')  # shares of the wall time, not busy time
 # The trace events of XLA:CPU's executor running a step (its span, and the
 # main thread's wait for it to complete).
@@ -197,6 +202,8 @@ def categorize(name: str, op_names: list[str], kinds: list[str]) -> str:
     return 'augmentation'
   if any(k in joined for k in ('/bn', 'BatchNorm')):
     return 'BatchNorm'
+  if op_names and all(re.search(r'block\d+/add$', n) for n in op_names):
+    return 'residual adds'
   return 'other'
 
 

@@ -77,6 +77,8 @@ ENTRY %main.1 (x.1: f32[8,16,16,32], k.1: f32[3,3,32,32]) -> (f32[8,16,16,32], f
   %custom-call = f32[8,16,16,32]{3,2,1,0} custom-call(%x.1, %k.1), custom_call_target="__onednn$convolution"
   %ffi_call.39 = f32[3,3,32,32]{3,2,1,0} custom-call(%x.1, %convolution.3), custom_call_target="bonnkd_onednn_conv_bwd_weights", metadata={op_name="jit(train_step)/transpose(jvp(WideResNet))/group0_block0/conv2/ffi_call"}
   %ffi_call.26 = f32[8,16,16,32]{3,2,1,0} custom-call(%x.1, %k.1), custom_call_target="bonnkd_onednn_conv_fwd", metadata={op_name="jit(train_step)/jvp(WideResNet)/group0_block0/conv2/ffi_call"}
+  %wrapped_add.9 = f32[8,16,16,32]{3,2,1,0} add(%ffi_call.26, %x.1), metadata={op_name="jit(train_step)/jvp(WideResNet)/group0_block0/add"}
+  %add_rsqrt_fusion.5 = f32[32]{0} add(%k.1, %k.1), metadata={op_name="jit(train_step)/jvp(WideResNet)/group0_block0/bn2/add"}
 }
 '''
 
@@ -101,6 +103,15 @@ def test_bonnkd_onednn_calls_count_as_convolutions_forward_and_backward():
       'conv forward')
   assert profile_step.categorize('ffi_call.39', *names['ffi_call.39']) == (
       'conv backward')
+
+
+def test_a_blocks_forward_sum_is_a_residual_add_and_bns_add_is_not():
+  from benchmarks import profile_step  # pylint: disable=g-import-not-at-top
+  names = profile_step._op_names(_HLO)  # pylint: disable=protected-access
+  assert profile_step.categorize('wrapped_add.9', *names['wrapped_add.9']) == (
+      'residual adds')
+  assert profile_step.categorize('add_rsqrt_fusion.5',
+                                 *names['add_rsqrt_fusion.5']) == 'BatchNorm'
 
 
 def test_contraction_libraries_count_every_convolution_of_a_compiled_step():
