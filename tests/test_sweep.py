@@ -167,8 +167,8 @@ PLANS = [(path, '') for path in sorted(
                           'losses_floor', 'losses_normalized', 'teacher',
                           'kd', 'plain',
                           'ablation')] + [
-                (os.path.join(ROOT, 'configs', 'plans', 'phase2_cpu.py'),
-                 'final')]
+                (os.path.join(ROOT, 'configs', 'plans', plan), 'final')
+                for plan in ('phase1_cpu.py', 'phase2_cpu.py')]
 
 
 @pytest.mark.parametrize('path,stage', PLANS,
@@ -257,6 +257,28 @@ def test_phase2_plan_chooses_on_val_then_runs_the_preset(tmp_path):
             config.num_epochs) == (tuple(preset.model.stage_sizes),
                                    tuple(preset.model.widths),
                                    preset.num_epochs)
+
+
+def test_phase1_plan_chooses_on_val_then_runs_the_preset(tmp_path):
+  plan = os.path.join(ROOT, 'configs', 'plans', 'phase1_cpu.py')
+  candidates = [sweep._config_of(r, str(tmp_path))  # pylint: disable=protected-access
+                for r in sweep.load_plan(plan, 'candidates')]
+  assert not any(c.eval_test for c in candidates)  # Val only.
+  preset = files.load(os.path.join(ROOT, 'configs', 'phase1_bonn_wrn.py')
+                      + ':cpu')
+  assert len({(c.model.depth, c.model.width) for c in candidates}) == len(
+      candidates)
+  # Only the model's size and the epochs differ from the preset.
+  for c in candidates:
+    for key in ('binarize', 'binarize_what'):
+      assert c.model[key] == preset.model[key]
+    assert (c.optim.lr, c.optim.label_smoothing, c.batch_size) == (
+        preset.optim.lr, preset.optim.label_smoothing, preset.batch_size)
+  (final,) = sweep.load_plan(plan, 'final')
+  config = sweep._config_of(final, str(tmp_path))  # pylint: disable=protected-access
+  assert final.seed == 1 and config.eval_test
+  assert (config.model.depth, config.model.width, config.num_epochs) == (
+      preset.model.depth, preset.model.width, preset.num_epochs)
 
 
 def test_bonn_selection_reads_val_only_and_varies_one_thing(tmp_path):
