@@ -247,10 +247,8 @@ def test_phase2_plan_chooses_on_val_then_runs_the_preset(tmp_path):
   configs = {r.name: sweep._config_of(r, str(tmp_path)) for r in runs}  # pylint: disable=protected-access
   preset = files.load(os.path.join(ROOT, 'configs', 'phase2_kd_student.py')
                       + ':cpu')
-  assert {n: (r.seed, configs[n].kd.enabled) for n, r in
-          ((r.name, r) for r in runs)} == {
-              'kd_s1': (1, True), 'alone_s0': (0, False),
-              'alone_s1': (1, False)}
+  assert {r.name: (r.seed, configs[r.name].kd.enabled) for r in runs} == {
+      'kd_s1': (1, True), 'alone_s0': (0, False), 'alone_s1': (1, False)}
   for config in configs.values():  # The preset itself, test read.
     assert config.eval_test
     assert (tuple(config.model.stage_sizes), tuple(config.model.widths),
