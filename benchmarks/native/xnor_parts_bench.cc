@@ -6,8 +6,11 @@
 // by its channel-block steps: output pixels x 9 taps x words x Cout / L
 // (the border pixels' missing taps counted too), with L = 16 channels
 // (AVX-512) or 8 (AVX2), each one broadcast activation word XOR-ed with L
-// kernel words, popcounted and added. An argument `avx2` times the AVX2
-// path on a CPU that has both. From the repository root:
+// kernel words, popcounted and added; "cycles" converts it at the clock the
+// core runs at, timed first as a chain of dependent register adds (one a
+// cycle; /proc/cpuinfo's figure is the nominal clock, not the turbo one).
+// An argument `avx2` times the AVX2 path on a CPU that has both. From the
+// repository root:
 //
 //   g++ -O3 -std=c++17 -I"$(python -c 'import jax; print(jax.ffi.include_dir())')" \
 //       benchmarks/native/xnor_parts_bench.cc -o /tmp/xnor_parts_bench
@@ -40,6 +43,24 @@ double BestMicroseconds(F f) {
   return best * 1e6;
 }
 
+// The core's clock in GHz: the best of 200 chains of 8M dependent register
+// adds (an add whose operand is its own result waits a cycle; adds of an
+// immediate are not used, which some cores fold ahead of execution).
+double CoreGhz() {
+  double best = 1e9;
+  uint64_t x = 1;
+  for (int round = 0; round < 200; ++round) {
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 2000000; ++i) {
+      asm volatile("add %0, %0\n\tadd %0, %0\n\tadd %0, %0\n\tadd %0, %0"
+                   : "+r"(x));
+    }
+    std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
+    best = std::min(best, dt.count() / 8e6);
+  }
+  return 1e-9 / best;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -57,8 +78,9 @@ int main(int argc, char** argv) {
     std::printf("this CPU has neither AVX-512 VPOPCNTDQ nor AVX2\n");
     return 1;
   }
-  std::printf("path %s, one thread, best of 2,000 calls\n",
-              path == kAvx512 ? "avx512" : "avx2");
+  const double ghz = CoreGhz();
+  std::printf("path %s, one thread, best of 2,000 calls; the core at %.2f "
+              "GHz\n", path == kAvx512 ? "avx512" : "avx2", ghz);
   std::mt19937 rng(0);
   for (const Shape& s : shapes) {
     const int words = (s.cin + 31) / 32;
@@ -89,8 +111,8 @@ int main(int argc, char** argv) {
     }
     const double vectors = double(out) * out * 9 * words * s.cout / lanes;
     std::printf("%2dx%-2d %3d->%3d stride %d: pack %6.2f us, conv %7.2f us, "
-                "%.3f ns per vector (%.0f)\n",
+                "%.3f ns = %.2f cycles per vector (%.0f)\n",
                 s.size, s.size, s.cin, s.cout, s.stride, pack, conv,
-                conv * 1e3 / vectors, vectors);
+                conv * 1e3 / vectors, conv * 1e3 * ghz / vectors, vectors);
   }
 }
