@@ -11,10 +11,10 @@ Intel Xeon (lscpu family 6, model 167), where 28 epochs take ~35 minutes.
 modulation, batch 128, lr 0.4, label smoothing 0.1, weight decay 5e-4) at
 five depths and widths, each for the epochs its measured train step fits
 into ``BUDGET_MIN`` minutes on that Xeon; val only (``eval_test=False``).
-The first candidate chosen from (``configs/plans/cpu_preset_selection.py``,
-an hour at a third of today's speed) favoured the fastest model that
-reached enough epochs; with three times the epochs the larger ones may
-win, which is the question::
+The first selection (``configs/plans/cpu_preset_selection.py``, an hour
+at a quarter of today's speed) favoured the model fast enough to reach
+enough epochs; with four times the epochs a larger one may win, which is
+the question::
 
   python -m bonnkd.sweep configs/plans/phase1_cpu.py --out runs/phase1 \\
       --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
