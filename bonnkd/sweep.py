@@ -47,8 +47,8 @@ from bonnkd.cpu import xla_cpu_flags
 from bonnkd.run import run_dir
 from bonnkd.tools import tables
 
-__all__ = ['Run', 'load_plan', 'launch_command', 'time_xla_cpu_flags',
-           'measured_minutes', 'run_plan']
+__all__ = ['Run', 'run_for_budget', 'load_plan', 'launch_command',
+           'time_xla_cpu_flags', 'measured_minutes', 'run_plan']
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,6 +74,22 @@ class Run:
   seed: int = 0
   after: tuple[str, ...] = ()
   expected_min: float | None = None
+
+
+def run_for_budget(name: str, config: str, overrides: tuple[str, ...],
+                   images_per_sec: float, budget_min: float, eval_s: float,
+                   train_images: int = 45_000, **kwargs) -> Run:
+  """A run of the whole epochs that fit into ``budget_min`` minutes.
+
+  An epoch is ``train_images`` at the train step's measured
+  ``images_per_sec`` plus ``eval_s`` seconds of val evaluation; the run
+  gets ``num_epochs`` and, as ``expected_min``, the minutes of those epochs.
+  ``kwargs`` go to :class:`Run` (``seed``, ``after``).
+  """
+  epoch_s = train_images / images_per_sec + eval_s
+  epochs = int(budget_min * 60 // epoch_s)
+  return Run(name, config, (*overrides, f'num_epochs={epochs}'),
+             expected_min=round(epochs * epoch_s / 60, 1), **kwargs)
 
 
 def load_plan(path: str, arg: str = '') -> list[Run]:

@@ -236,6 +236,16 @@ def test_w1a1_ablation_is_the_issues_four_rows(tmp_path):
   assert len(recipe) == 1 and recipe.pop()[-1]  # Test read by these rows.
 
 
+def test_run_for_budget_takes_the_whole_epochs_that_fit():
+  # 45,000 images at 1,000 img/s and 5 s of evaluation: 50 s an epoch.
+  run = sweep.run_for_budget('a', 'c.py', ('x=1',), 1000.0, 10.0, 5.0,
+                             seed=1)
+  assert (run.overrides, run.expected_min, run.seed) == (
+      ('x=1', 'num_epochs=12'), 10.0, 1)
+  run = sweep.run_for_budget('a', 'c.py', (), 1000.0, 9.9, 5.0)
+  assert (run.overrides, run.expected_min) == (('num_epochs=11',), 9.2)
+
+
 def test_phase2_plan_chooses_on_val_then_runs_the_preset(tmp_path):
   plan = os.path.join(ROOT, 'configs', 'plans', 'phase2_cpu.py')
   students = [sweep._config_of(r, str(tmp_path))  # pylint: disable=protected-access

@@ -40,6 +40,7 @@ checkpoint (by val) reads the test split once::
 """
 
 from bonnkd.sweep import Run
+from bonnkd.sweep import run_for_budget
 
 CONFIG = 'configs/phase1_bonn_wrn.py:cpu'
 TRAIN_IMAGES = 45_000
@@ -55,22 +56,12 @@ CANDIDATES = {
 }
 
 
-def epochs_in_budget(images_per_sec: float,
-                     budget_min: float = BUDGET_MIN) -> int:
-  """The whole epochs (training and val evaluation) within the budget."""
-  epoch_s = TRAIN_IMAGES / images_per_sec + EVAL_S
-  return int(budget_min * 60 // epoch_s)
-
-
 def _candidate(name: str) -> Run:
   depth, width, images_per_sec = CANDIDATES[name]
-  epochs = epochs_in_budget(images_per_sec)
-  return Run(
+  return run_for_budget(
       name, CONFIG,
-      (f'model.depth={depth}', f'model.width={width}',
-       f'num_epochs={epochs}', 'eval_test=False'),
-      expected_min=round(epochs * (TRAIN_IMAGES / images_per_sec + EVAL_S)
-                         / 60, 1))
+      (f'model.depth={depth}', f'model.width={width}', 'eval_test=False'),
+      images_per_sec, BUDGET_MIN, EVAL_S, TRAIN_IMAGES)
 
 
 def get_plan(stage: str = 'candidates'):

@@ -44,6 +44,7 @@ checkpoint (by val) reads the test split once::
 """
 
 from bonnkd.sweep import Run
+from bonnkd.sweep import run_for_budget
 
 STUDENT_CONFIG = 'configs/phase2_kd_student.py:cpu'
 TEACHER = 'kd.teacher_workdir=results/bonn/teacher2'
@@ -60,22 +61,13 @@ STUDENTS = {
 }
 
 
-def epochs_in_budget(images_per_sec: float,
-                     budget_min: float = BUDGET_MIN) -> int:
-  """The whole epochs (training and val evaluation) within the budget."""
-  epoch_s = TRAIN_IMAGES / images_per_sec + EVAL_S
-  return int(budget_min * 60 // epoch_s)
-
-
 def _student(name: str) -> Run:
   stage_sizes, widths, images_per_sec = STUDENTS[name]
-  epochs = epochs_in_budget(images_per_sec)
-  return Run(
+  return run_for_budget(
       name, STUDENT_CONFIG,
-      (f'model.stage_sizes={stage_sizes}', f'model.widths={widths}',
-       f'num_epochs={epochs}', TEACHER, 'eval_test=False'),
-      expected_min=round(epochs * (TRAIN_IMAGES / images_per_sec + EVAL_S)
-                         / 60, 1))
+      (f'model.stage_sizes={stage_sizes}', f'model.widths={widths}', TEACHER,
+       'eval_test=False'),
+      images_per_sec, BUDGET_MIN, EVAL_S, TRAIN_IMAGES)
 
 
 def _final():
