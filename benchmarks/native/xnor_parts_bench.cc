@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "../../bonnkd/cpu/native/xnor_conv.cc"
+#include "best_time.h"
 
 namespace {
 
@@ -34,32 +35,24 @@ struct Shape {
 
 template <typename F>
 double BestMicroseconds(F f) {
-  double best = 1e9;
-  for (int i = 0; i < 2000; ++i) {
-    auto t0 = std::chrono::steady_clock::now();
-    f();
-    std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
-    best = std::min(best, dt.count());
-  }
-  return best * 1e6;
+  return BestSeconds(f, 2000) * 1e6;
 }
 
 // The core's clock in GHz: the best of 200 chains of 8M dependent register
 // adds (an add whose operand is its own result waits a cycle; adds of an
 // immediate are not used, which some cores fold ahead of execution).
 double CoreGhz() {
-  double best = 1e9;
   uint64_t x = 1;
-  for (int round = 0; round < 200; ++round) {
-    auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < 2000000; ++i) {
-      asm volatile("add %0, %0\n\tadd %0, %0\n\tadd %0, %0\n\tadd %0, %0"
-                   : "+r"(x));
-    }
-    std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
-    best = std::min(best, dt.count() / 8e6);
-  }
-  return 1e-9 / best;
+  const double best = BestSeconds(
+      [&] {
+        for (int i = 0; i < 2000000; ++i) {
+          asm volatile(
+              "add %0, %0\n\tadd %0, %0\n\tadd %0, %0\n\tadd %0, %0"
+              : "+r"(x));
+        }
+      },
+      200);
+  return 8e6 * 1e-9 / best;
 }
 
 // The inner loop's instructions alone, in ns per vector step: eight

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "../../bonnkd/cpu/native/xnor_conv.cc"
+#include "best_time.h"
 
 namespace {
 
@@ -25,14 +26,7 @@ struct Shape {
 
 template <typename F>
 double BestMicroseconds(F f) {
-  double best = 1e9;
-  for (int i = 0; i < 300; ++i) {
-    auto t0 = std::chrono::steady_clock::now();
-    f();
-    std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
-    best = std::min(best, dt.count());
-  }
-  return best * 1e6;
+  return BestSeconds(f, 300) * 1e6;
 }
 
 }  // namespace
