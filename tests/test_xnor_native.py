@@ -35,6 +35,11 @@ SHAPES = [
     ((2, 4, 4, 3), 3, 16, (1, 1), ((2, 0), (1, 2))),
     ((1, 8, 8, 1000), 3, 72, (1, 1), 'SAME'),  # 32 words x 9 taps
     ((1, 4, 4, 96), 3, 200, (1, 1), 'SAME'),  # 64 + 64 + 64 + 8
+    # Rows of 10 inside pixels (tiles of 4, 4, 2) and of 5 (4, 1); 112 =
+    # a 64-channel tile + a 48-channel one; 40 channels = 2 words.
+    ((1, 11, 12, 40), 3, 112, (1, 1), 'SAME'),
+    ((1, 12, 13, 40), 3, 36, (2, 2), 'SAME'),
+    ((2, 3, 1, 5), 3, 17, (1, 1), 'SAME'),  # no window inside the image
 ]
 
 
