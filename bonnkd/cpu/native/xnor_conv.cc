@@ -25,9 +25,10 @@
 // The micro-kernel keeps a block of output channels in vector registers and
 // broadcasts each activation word against them, as Larq Compute Engine's
 // kernels do; on AVX-512 a register tile of up to 4 pixels of a row by 64
-// channels loads each kernel vector once for all its pixels (1.0-1.4x
-// faster than one pixel at a time on a 2-core Intel Xeon, family 6 model
-// 167: results/benchmarks/xnor_tile_xeon_family6_model167.txt). AVX-512
+// channels loads each kernel vector once for all its pixels (than one
+// pixel at a time, 1.1-1.5x faster on one thread at batch 1 and 1.03-1.28x
+// at batch 128 on a 2-core Intel Xeon, family 6 model 167:
+// results/benchmarks/xnor_tile_xeon_family6_model167.txt). AVX-512
 // VPOPCNTDQ counts 16 channels an instruction, AVX2
 // counts bytes with a nibble table (vpshufb) and widens them, and a scalar
 // loop serves any other CPU; the path is chosen at run time by what the CPU
