@@ -464,32 +464,33 @@ void Rows(const Geometry& g, const uint32_t* x, const uint32_t* k, Sink& sink,
     const int64_t iy = oy * g.sh - g.pt;
     const int64_t i0 = std::max<int64_t>(0, -iy);
     const int64_t i1 = std::min(g.kh, g.h - iy);
-    const bool shared = i0 < i1 && ox0 < ox1;
-    int64_t ox = 0;
-    for (; ox < g.ow; ++ox) {
-      if (shared && ox == ox0) {
-        FindRowTaps(g, k, i0, i1, &row_taps);
-        auto first_word = [&](int64_t o) {
-          return x + ((n * g.h + iy + i0) * g.w + o * g.sw - g.pl) * g.words;
-        };
-        for (; ox + kTile <= ox1; ox += kTile) {
-          TilePixels<P, kTile>(g, row_taps, first_word(ox), row * g.ow + ox,
-                               sink);
-        }
-        for (; ox + 2 <= ox1; ox += 2) {
-          TilePixels<P, 2>(g, row_taps, first_word(ox), row * g.ow + ox, sink);
-        }
-        for (; ox < ox1; ++ox) {
-          TilePixels<P, 1>(g, row_taps, first_word(ox), row * g.ow + ox, sink);
-        }
-        if (ox == g.ow) break;
-      }
+    auto border = [&](int64_t ox) {
       const int64_t pixel = row * g.ow + ox;
       int32_t* out = sink.Row(pixel, 0);
       FindTaps(g, x, k, n, oy, ox, &taps);
       Pixel<P>(g, taps, out);
       sink.Done(pixel, out);
+    };
+    if (i0 >= i1 || ox0 >= ox1) {  // no window inside the image
+      for (int64_t ox = 0; ox < g.ow; ++ox) border(ox);
+      continue;
     }
+    for (int64_t ox = 0; ox < ox0; ++ox) border(ox);
+    FindRowTaps(g, k, i0, i1, &row_taps);
+    auto first_word = [&](int64_t ox) {
+      return x + ((n * g.h + iy + i0) * g.w + ox * g.sw - g.pl) * g.words;
+    };
+    int64_t ox = ox0;
+    for (; ox + kTile <= ox1; ox += kTile) {
+      TilePixels<P, kTile>(g, row_taps, first_word(ox), row * g.ow + ox, sink);
+    }
+    for (; ox + 2 <= ox1; ox += 2) {
+      TilePixels<P, 2>(g, row_taps, first_word(ox), row * g.ow + ox, sink);
+    }
+    for (; ox < ox1; ++ox) {
+      TilePixels<P, 1>(g, row_taps, first_word(ox), row * g.ow + ox, sink);
+    }
+    for (ox = ox1; ox < g.ow; ++ox) border(ox);
   }
 }
 
