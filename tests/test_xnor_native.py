@@ -129,6 +129,50 @@ def test_binary_output_equals_the_pure_jax_one(shape, kernel_size, cout,
     np.testing.assert_array_equal(out, reference, err_msg=path)
 
 
+# Run in a process whose every call is shared with XLA's pool, however
+# small (the threshold off): the signs packed by chunks of pixels, then,
+# past a barrier, the rows convolved by chunks, on the calling thread and
+# the pool's.
+SHARED_CALLS = """
+import sys
+import jax.numpy as jnp
+import numpy as np
+sys.path.insert(0, 'tests')
+from test_xnor_native import SHAPES
+from bonnkd.binary import packing
+from bonnkd.cpu import xnor
+for shape, size, cout, strides, padding in SHAPES:
+  rng = np.random.default_rng(cout + 3)
+  x = rng.normal(size=shape).astype(np.float32)
+  kernel = rng.normal(size=(size, size, shape[-1], cout))
+  words = jnp.asarray(packing.pack_kernel_np(kernel))
+  counts = packing.sign_xnor_conv2d(jnp.asarray(x), words, strides, padding)
+  lo = np.full(cout, -1, np.int32)
+  hi = np.full(cout, 2**30, np.int32)
+  bits = packing.sign_xnor_conv2d_bits(jnp.asarray(x), words, lo, hi,
+                                       strides, padding)
+  for path in sorted(xnor.paths()):
+    np.testing.assert_array_equal(
+        xnor.sign_xnor_conv2d(x, words, strides, padding, path), counts,
+        err_msg=f'{shape} {path}')
+    np.testing.assert_array_equal(
+        xnor.sign_xnor_conv2d_bits(x, words, lo, hi, strides, padding, path),
+        bits, err_msg=f'{shape} {path} bits')
+print(len(SHAPES))
+"""
+
+
+@needs_native
+def test_calls_shared_with_the_pool_equal_the_pure_jax_conv():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run(
+      [sys.executable, '-c', SHARED_CALLS], capture_output=True, text=True,
+      env={**os.environ, 'BONNKD_XNOR_PARALLEL_WORK': '0',
+           'JAX_PLATFORMS': 'cpu'}, cwd=root)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.split() == [str(len(SHAPES))]
+
+
 @needs_native
 def test_a_path_the_cpu_lacks_is_refused():
   missing = {'scalar', 'avx2', 'avx512'} - xnor.paths()

@@ -32,9 +32,12 @@
 // VPOPCNTDQ counts 16 channels an instruction, AVX2
 // counts bytes with a nibble table (vpshufb) and widens them, and a scalar
 // loop serves any other CPU; the path is chosen at run time by what the CPU
-// has. Output rows are shared out over XLA's own intra-op thread pool: the
-// calling thread works too, so the call finishes even when every other
-// thread of the pool is busy.
+// has. Pixels to pack, then output rows, are shared out over XLA's own
+// intra-op thread pool in one hand-off (a batch-1 layer 0.98-1.26x, median 1.15x, faster
+// inside a compiled forward than with a hand-off for each:
+// results/benchmarks/xnor_one_job_xeon_family6_model167.txt): the calling
+// thread works too, so the call finishes even when every other thread of
+// the pool is busy.
 
 #include <immintrin.h>
 
@@ -581,40 +584,78 @@ __attribute__((target("avx512f"))) void PackAvx512(const float* x, int64_t c,
   }
 }
 
-// Runs body(first, last) over [0, n) in chunks, a few per thread, claimed
-// by the calling thread and by up to `threads` - 1 threads of XLA's pool
-// that start in time; returns when every chunk is done. The calling thread
-// works too, so the call finishes even when every other thread of the pool
-// is busy, and a pool thread that starts after the chunks are gone finds
-// none (it never runs body).
-struct Chunks {
+// A loop over [0, n) cut into chunks, a few per thread: one phase of a
+// ParallelJob.
+struct Phase {
   std::function<void(int64_t, int64_t)> body;
-  int64_t n, chunk, chunks;
+  int64_t n = 0, chunk = 1, chunks = 0;
   std::atomic<int64_t> next{0}, done{0};
 
+  void Set(int64_t n_, int64_t threads,
+           std::function<void(int64_t, int64_t)> body_) {
+    body = std::move(body_);
+    n = n_;
+    chunk = std::max<int64_t>(1, n / (4 * threads));
+    chunks = (n + chunk - 1) / chunk;
+  }
+
+  // Claims and runs chunks until none is left.
   void Work() {
     for (int64_t i; (i = next.fetch_add(1)) < chunks;) {
       body(i * chunk, std::min(n, (i + 1) * chunk));
       done.fetch_add(1, std::memory_order_release);
     }
   }
+
+  // Waits for the chunks other threads claimed: every claimed chunk is
+  // being run by a thread that started, so the wait ends.
+  void Finish() const {
+    while (done.load(std::memory_order_acquire) < chunks) {
+      std::this_thread::yield();
+    }
+  }
 };
 
-void ParallelFor(ffi::ThreadPool& pool, int64_t n, int64_t threads,
-                 std::function<void(int64_t, int64_t)> body) {
-  auto job = std::make_shared<Chunks>();
-  job->body = std::move(body);
-  job->n = n;
-  job->chunk = std::max<int64_t>(1, n / (4 * threads));
-  job->chunks = (n + job->chunk - 1) / job->chunk;
-  const int64_t helpers = std::min(threads - 1, job->chunks - 1);
+// Up to two loops run one after the other by the calling thread and by up
+// to `threads` - 1 threads of XLA's pool that start in time, with a barrier
+// between them (the convolution reads rows the packing of other chunks
+// writes); returns when every chunk of both is done. One hand-off to the
+// pool per call, not one per loop: waking the pool's threads is a large
+// part of a batch-1 call. The calling thread works too, so the call
+// finishes even when every other thread of the pool is busy, and a pool
+// thread that starts after the chunks are gone finds none (it never runs a
+// body, whose captures may be gone).
+struct ParallelJob {
+  Phase phases[2];
+  int num_phases = 0;
+
+  void Work() {
+    for (int i = 0; i < num_phases; ++i) {
+      phases[i].Work();
+      phases[i].Finish();
+    }
+  }
+};
+
+void ParallelPhases(ffi::ThreadPool& pool, int64_t threads,
+                    std::shared_ptr<ParallelJob> job) {
+  int64_t helpers = 0;
+  for (int i = 0; i < job->num_phases; ++i) {
+    helpers = std::max(helpers, std::min(threads - 1, job->phases[i].chunks - 1));
+  }
   for (int64_t i = 0; i < helpers; ++i) {
     pool.Schedule([job] { job->Work(); });
   }
   job->Work();
-  while (job->done.load(std::memory_order_acquire) < job->chunks) {
-    std::this_thread::yield();
-  }
+}
+
+// Runs body(first, last) over [0, n) in chunks shared as above.
+void ParallelFor(ffi::ThreadPool& pool, int64_t n, int64_t threads,
+                 std::function<void(int64_t, int64_t)> body) {
+  auto job = std::make_shared<ParallelJob>();
+  job->phases[0].Set(n, threads, std::move(body));
+  job->num_phases = 1;
+  ParallelPhases(pool, threads, std::move(job));
 }
 
 ffi::Error CheckGeometry(const Geometry& g, int64_t kernel_words,
@@ -653,29 +694,73 @@ int64_t Threads(ffi::ThreadPool& pool, const Geometry& g) {
              : std::max<int64_t>(1, pool.num_threads());
 }
 
-// The convolution of packed activations x, output rows (n, oy) shared out,
-// each chunk writing through its own Sink<path>(g, out...).
+// The convolution of packed activations x over output rows [first, last)
+// of (n, oy), writing through its own Sink<path>(g, out...).
+template <template <int64_t> class Sink, class... Out>
+void ConvolveRows(const Geometry& g, const uint32_t* x, const uint32_t* k,
+                  int64_t path, int64_t first, int64_t last, Out... out) {
+  switch (path) {
+    case kAvx512: {
+      Sink<kAvx512> sink(g, out...);
+      RowsAvx512(g, x, k, sink, first, last);
+      break;
+    }
+    case kAvx2: {
+      Sink<kAvx2> sink(g, out...);
+      RowsAvx2(g, x, k, sink, first, last);
+      break;
+    }
+    default: {
+      Sink<kScalar> sink(g, out...);
+      Rows<kScalar>(g, x, k, sink, first, last);
+    }
+  }
+}
+
+// The signs of float32 activations x (N, H, W, C) of pixels [first, last)
+// packed along channels into xw.
+void PackPixels(const float* x, int64_t c, int64_t words, uint32_t* xw,
+                int64_t path, int64_t first, int64_t last) {
+  switch (path) {
+    case kAvx512:
+      PackAvx512(x, c, words, xw, first, last);
+      break;
+    case kAvx2:
+      PackAvx2(x, c, words, xw, first, last);
+      break;
+    default:
+      PackScalar(x, c, words, xw, first, last);
+  }
+}
+
+// The convolution of packed activations x, output rows shared out.
 template <template <int64_t> class Sink, class... Out>
 void Convolve(ffi::ThreadPool& pool, const Geometry& g, int64_t threads,
               const uint32_t* x, const uint32_t* k, int64_t path, Out... out) {
   ParallelFor(pool, g.n * g.oh, threads, [&](int64_t first, int64_t last) {
-    switch (path) {
-      case kAvx512: {
-        Sink<kAvx512> sink(g, out...);
-        RowsAvx512(g, x, k, sink, first, last);
-        break;
-      }
-      case kAvx2: {
-        Sink<kAvx2> sink(g, out...);
-        RowsAvx2(g, x, k, sink, first, last);
-        break;
-      }
-      default: {
-        Sink<kScalar> sink(g, out...);
-        Rows<kScalar>(g, x, k, sink, first, last);
-      }
-    }
+    ConvolveRows<Sink>(g, x, k, path, first, last, out...);
   });
+}
+
+// The same of float32 activations x: their signs packed (pixels shared
+// out), then convolved (output rows shared out), in one job.
+template <template <int64_t> class Sink, class... Out>
+void SignConvolve(ffi::ThreadPool& pool, const Geometry& g, int64_t threads,
+                  const float* x, const uint32_t* k, int64_t path,
+                  Out... out) {
+  const int64_t c = g.channels, words = g.words;
+  std::unique_ptr<uint32_t[]> packed(new uint32_t[g.n * g.h * g.w * words]);
+  uint32_t* xw = packed.get();
+  auto job = std::make_shared<ParallelJob>();
+  job->phases[0].Set(g.n * g.h * g.w, threads,
+                     [=](int64_t first, int64_t last) {
+                       PackPixels(x, c, words, xw, path, first, last);
+                     });
+  job->phases[1].Set(g.n * g.oh, threads, [&](int64_t first, int64_t last) {
+    ConvolveRows<Sink>(g, xw, k, path, first, last, out...);
+  });
+  job->num_phases = 2;
+  ParallelPhases(pool, threads, std::move(job));
 }
 
 ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U32, 4> x,
@@ -692,30 +777,6 @@ ffi::Error XnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U32, 4> x,
   Convolve<CountsOut>(pool, g, Threads(pool, g), x.typed_data(),
                       k.typed_data(), path, y->typed_data());
   return ffi::Error::Success();
-}
-
-// The signs of float32 activations x (N, H, W, C) packed along channels,
-// pixels shared out.
-std::unique_ptr<uint32_t[]> PackSigns(ffi::ThreadPool& pool,
-                                      const Geometry& g, int64_t threads,
-                                      const float* x, int64_t path) {
-  const int64_t c = g.channels, words = g.words;
-  std::unique_ptr<uint32_t[]> packed(new uint32_t[g.n * g.h * g.w * words]);
-  uint32_t* xw = packed.get();
-  ParallelFor(pool, g.n * g.h * g.w, threads,
-              [x, c, words, xw, path](int64_t first, int64_t last) {
-                switch (path) {
-                  case kAvx512:
-                    PackAvx512(x, c, words, xw, first, last);
-                    break;
-                  case kAvx2:
-                    PackAvx2(x, c, words, xw, first, last);
-                    break;
-                  default:
-                    PackScalar(x, c, words, xw, first, last);
-                }
-              });
-  return packed;
 }
 
 Geometry SignGeometry(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> kd,
@@ -739,9 +800,8 @@ ffi::Error SignXnorConvImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 4> x,
     return e;
   }
   const int64_t threads = Threads(pool, g);
-  auto packed = PackSigns(pool, g, threads, x.typed_data(), path);
-  Convolve<CountsOut>(pool, g, threads, packed.get(), k.typed_data(), path,
-                      y->typed_data());
+  SignConvolve<CountsOut>(pool, g, threads, x.typed_data(), k.typed_data(),
+                          path, y->typed_data());
   return ffi::Error::Success();
 }
 
@@ -767,9 +827,9 @@ ffi::Error SignXnorConvBitsImpl(
     return e;
   }
   const int64_t threads = Threads(pool, g);
-  auto packed = PackSigns(pool, g, threads, x.typed_data(), path);
-  Convolve<BitsOut>(pool, g, threads, packed.get(), k.typed_data(), path,
-                    y->typed_data(), lo.typed_data(), hi.typed_data());
+  SignConvolve<BitsOut>(pool, g, threads, x.typed_data(), k.typed_data(),
+                        path, y->typed_data(), lo.typed_data(),
+                        hi.typed_data());
   return ffi::Error::Success();
 }
 
