@@ -33,8 +33,8 @@
 // counts bytes with a nibble table (vpshufb) and widens them, and a scalar
 // loop serves any other CPU; the path is chosen at run time by what the CPU
 // has. Pixels to pack, then output rows, are shared out over XLA's own
-// intra-op thread pool in one hand-off (a batch-1 layer 0.98-1.26x, median 1.15x, faster
-// inside a compiled forward than with a hand-off for each:
+// intra-op thread pool in one hand-off (a batch-1 layer inside a compiled
+// forward 0.98-1.26x, median 1.15x, as fast as with a hand-off for each:
 // results/benchmarks/xnor_one_job_xeon_family6_model167.txt): the calling
 // thread works too, so the call finishes even when every other thread of
 // the pool is busy.
