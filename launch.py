@@ -10,7 +10,8 @@ TPU pod or under SLURM, where JAX finds the cluster itself; elsewhere also
 On a CPU, ``--xla_cpu_flags=auto`` (the default, or ``$BONNKD_XLA_CPU_FLAGS``)
 sets the XLA:CPU flags that time fastest for this config on this machine,
 measured once and cached (``bonnkd.cpu.xla_cpu_flags``); ``--xla_cpu_flags=default``
-keeps XLA's own.
+keeps XLA's own; and malloc keeps XLA:CPU's freed buffers for the next step
+(``bonnkd.cpu.heap``; ``BONNKD_KEEP_FREED_BUFFERS=0`` turns it off).
 
 A mistake in the input (config value, preset, data path, teacher run) prints
 one line and exits with status 1. Everything else lives in
@@ -27,6 +28,7 @@ from ml_collections import config_flags
 
 from bonnkd import errors
 from bonnkd import train
+from bonnkd.cpu import heap
 from bonnkd.cpu import xla_cpu_flags
 from bonnkd.training import sharding
 
@@ -77,6 +79,7 @@ def _hide_gpus_from_tensorflow():
 
 @errors.exit_on_user_error
 def main(argv):
+  heap.keep_freed_buffers()  # first: before JAX's threads allocate
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if _COORDINATOR.value and not (

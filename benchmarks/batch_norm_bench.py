@@ -21,6 +21,7 @@ import numpy as np
 
 from benchmarks import conv_bench
 from bonnkd import batch_norm
+from bonnkd.cpu import heap
 from bonnkd.cpu import machine
 
 # (batch, height, width, channels) of the models' BatchNorms.
@@ -77,4 +78,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+  heap.keep_freed_buffers()  # first: before JAX's threads allocate
   main()

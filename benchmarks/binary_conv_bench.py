@@ -47,6 +47,7 @@ from benchmarks import conv_bench
 from bonnkd.binary import layers
 from bonnkd.binary import packing
 from bonnkd.binary import quantizers
+from bonnkd.cpu import heap
 from bonnkd.cpu import machine
 from bonnkd.cpu import onednn
 from bonnkd.cpu import xnor
@@ -196,4 +197,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+  heap.keep_freed_buffers()  # first: before JAX's threads allocate
   main()

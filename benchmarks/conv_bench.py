@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bonnkd.binary import layers
+from bonnkd.cpu import heap
 from bonnkd.cpu import machine
 from bonnkd.cpu import onednn
 
@@ -91,4 +92,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+  heap.keep_freed_buffers()  # first: before JAX's threads allocate
   main()

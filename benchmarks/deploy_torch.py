@@ -25,6 +25,7 @@ from bonnkd import deploy
 from bonnkd import errors
 from bonnkd import export
 from bonnkd.binary import packing
+from bonnkd.cpu import heap
 from bonnkd.data import input_pipeline
 
 
@@ -153,4 +154,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+  heap.keep_freed_buffers()  # first: before JAX's threads allocate
   main()

@@ -59,6 +59,7 @@ import numpy as np
 from bonnkd import train
 from bonnkd.config import files
 from bonnkd.config import overrides
+from bonnkd.cpu import heap
 from bonnkd.cpu import onednn
 
 CATEGORIES = ('conv forward', 'conv backward', 'layout copies', 'BatchNorm',
@@ -284,4 +285,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+  heap.keep_freed_buffers()  # first: before JAX's threads allocate
   main()

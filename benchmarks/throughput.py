@@ -24,6 +24,7 @@ import jax
 from bonnkd import train
 from bonnkd.config import files
 from bonnkd.config import overrides
+from bonnkd.cpu import heap
 from bonnkd.cpu import step_timing
 from bonnkd.data import input_pipeline
 
@@ -95,4 +96,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+  heap.keep_freed_buffers()  # first: before JAX's threads allocate
   main()

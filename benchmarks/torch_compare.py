@@ -23,6 +23,7 @@ import numpy as np
 
 from bonnkd.config import files
 from bonnkd.config import overrides
+from bonnkd.cpu import heap
 from bonnkd.cpu import step_timing
 from bonnkd.data import augment
 
@@ -223,4 +224,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+  heap.keep_freed_buffers()  # first: before JAX's threads allocate
   main()

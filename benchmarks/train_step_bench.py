@@ -25,6 +25,7 @@ import numpy as np
 from bonnkd import models
 from bonnkd.config import files
 from bonnkd.config import overrides
+from bonnkd.cpu import heap
 from bonnkd.cpu import machine
 from bonnkd.cpu import onednn
 from bonnkd.cpu import step_timing
@@ -99,4 +100,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+  heap.keep_freed_buffers()  # first: before JAX's threads allocate
   main()

@@ -46,6 +46,7 @@ from bonnkd.binary import layers
 from bonnkd.binary import packing
 from bonnkd.binary import quantizers
 from bonnkd.cpu import conv_autotune
+from bonnkd.cpu import heap
 from bonnkd.cpu import xnor
 from bonnkd.data import augment
 from bonnkd.data import input_pipeline
@@ -406,4 +407,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
+  heap.keep_freed_buffers()  # first: before JAX's threads allocate
   sys.exit(main())

@@ -42,6 +42,7 @@ from absl import logging
 
 from bonnkd import errors
 from bonnkd.config import defaults
+from bonnkd.cpu import heap
 from bonnkd.cpu import machine
 from bonnkd.data import input_pipeline
 from bonnkd.run import run_dir
@@ -247,4 +248,5 @@ def apply(config, mode: str, measure: bool = True) -> Choice:
 
 
 if __name__ == '__main__':
+  heap.keep_freed_buffers()  # first: before JAX's threads allocate
   _child_main(sys.argv[1], int(sys.argv[2]))

@@ -20,13 +20,17 @@ the question::
       --set data.source=folder --set data.dir=../shared/data/cifar10-jpeg
 
 Images per second of each candidate's train step (batch 128), measured
-quiet on that Xeon on 2026-12-05 (commit c452056; ``python -m
-benchmarks.train_step_bench --config configs/phase1_bonn_wrn.py:cpu --set
-model.depth=D --set model.width=K --impl auto --steps 3 --rounds 3``,
+quiet on that Xeon on 2026-12-05 08:17-08:19 UTC with malloc keeping
+XLA:CPU's freed buffers (``bonnkd.cpu.heap``, commit after 5f82861; the
+step 1.09-1.14x as fast as without), the mean of two processes each
+(``python -m benchmarks.train_step_bench --config
+configs/phase1_bonn_wrn.py:cpu --set model.depth=D --set model.width=K
+--impl auto --steps 3 --rounds 3``,
 results/benchmarks/phase1_candidates_step_xeon_family6_model167.txt), are
 ``CANDIDATES``' third field; batch 256 trained WRN-10-2 no faster (702
-against 691 img/s), so batch 128 stays. On a family-25 EPYC (AVX2) the
-same epochs take about twice as long: pass ``--budget_min`` there.
+against 691 img/s, without the heap setting), so batch 128 stays. On a
+family-25 EPYC (AVX2) the same epochs take about twice as long: pass
+``--budget_min`` there.
 
 ``final`` -- the ``cpu`` preset once it is the chosen candidate, test read,
 seed 1. The seed-0 run is the chosen candidate's own, whose best
@@ -48,11 +52,11 @@ BUDGET_MIN = 45.0
 EVAL_S = 6.0
 # name -> (depth, width, train step img/s on the Xeon); today's first.
 CANDIDATES = {
-    'wrn10_2': (10, 2, 690.6),
-    'wrn16_2': (16, 2, 360.1),
-    'wrn10_3': (10, 3, 392.0),
-    'wrn10_4': (10, 4, 242.3),
-    'wrn16_1': (16, 1, 878.4),
+    'wrn10_2': (10, 2, 713.7),
+    'wrn16_2': (16, 2, 368.4),
+    'wrn10_3': (10, 3, 388.1),
+    'wrn10_4': (10, 4, 232.1),
+    'wrn16_1': (16, 1, 906.7),
 }
 
 
