@@ -21,7 +21,7 @@ the question::
 
 Images per second of each candidate's train step (batch 128), measured
 quiet on that Xeon on 2026-12-05 08:17-08:19 UTC with malloc keeping
-XLA:CPU's freed buffers (``bonnkd.cpu.heap``, commit after 5f82861; the
+XLA:CPU's freed buffers (``bonnkd.cpu.heap``, commit 4438cb1; the
 step 1.09-1.14x as fast as without), the mean of two processes each
 (``python -m benchmarks.train_step_bench --config
 configs/phase1_bonn_wrn.py:cpu --set model.depth=D --set model.width=K
