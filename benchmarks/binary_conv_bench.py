@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import conv_bench
+from benchmarks import pytorch
 from bonnkd.binary import layers
 from bonnkd.binary import packing
 from bonnkd.binary import quantizers
@@ -106,14 +107,6 @@ def torch_conv(kernel, stride):
   return forward
 
 
-def has_torch() -> bool:
-  try:
-    import torch  # pylint: disable=g-import-not-at-top,unused-import
-    return True
-  except ImportError:
-    return False
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--models', default='wrn16_3,resnet18')
@@ -142,7 +135,7 @@ def main(argv=None):
   impls = [i for i in args.impls.split(',')
            if (i != 'onednn' or onednn.available())
            and (i != 'native' or xnor.available())
-           and (i != 'torch' or has_torch())]
+           and (i != 'torch' or pytorch.available())]
   print(f'backend={jax.default_backend()} cpu={machine.cpu_name()} native '
         f'paths={sorted(xnor.paths())} (timed: {args.xnor_path}); ms per '
         f'forward of one W1A1 3x3 conv'

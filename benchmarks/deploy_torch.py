@@ -21,6 +21,7 @@ import json
 import jax
 import numpy as np
 
+from benchmarks import pytorch
 from bonnkd import deploy
 from bonnkd import errors
 from bonnkd import export
@@ -140,7 +141,7 @@ def main(argv=None):
                       help="PyTorch's intra-op threads (0: its default)")
   parser.add_argument('--xnor', choices=deploy.XNOR_IMPLS, default='auto')
   args = parser.parse_args(argv)
-  import torch  # pylint: disable=g-import-not-at-top
+  torch = pytorch.require()
   if args.threads:
     torch.set_num_threads(args.threads)
   program = export.load(args.file)

@@ -21,6 +21,8 @@ import time
 import jax
 import numpy as np
 
+from benchmarks import pytorch
+from bonnkd import errors
 from bonnkd.config import files
 from bonnkd.config import overrides
 from bonnkd.cpu import heap
@@ -190,6 +192,7 @@ def bonnkd_images_per_sec(config, steps: int, rounds: int):
     yield measure(steps)
 
 
+@errors.exit_on_user_error
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--model', default=','.join(MODELS))
@@ -201,7 +204,7 @@ def main(argv=None):
                       help='override for every model, e.g. --set '
                       'model.conv_impl=native')
   args = parser.parse_args(argv)
-  import torch  # pylint: disable=g-import-not-at-top
+  torch = pytorch.require()
   if args.threads:
     torch.set_num_threads(args.threads)
   print(f'jax {jax.__version__} ({jax.default_backend()}, '

@@ -1,8 +1,10 @@
 """The benchmarks time the models their names say, and read profiles right."""
 
 import collections
+import importlib
 import json
 import re
+import sys
 import time
 
 import jax
@@ -259,3 +261,18 @@ def test_torch_compare_puts_both_side_by_side(capsys):
                       '--rounds', '1', '--set', 'batch_size=8'])
   rows = table_rows(capsys.readouterr().out, 'student_b128')
   assert len(rows) == 1 and all(float(v) > 0 for v in rows[0][1:])
+
+
+@pytest.mark.parametrize('name', ['torch_compare', 'deploy_torch'])
+def test_a_benchmark_against_pytorch_without_it_is_one_error(
+    name, monkeypatch, capsys, tmp_path):
+  module = importlib.import_module(f'benchmarks.{name}')
+  monkeypatch.setitem(sys.modules, 'torch', None)  # As if not installed.
+  argv = ['--model', 'student_b128'] if name == 'torch_compare' else [
+      str(tmp_path / 'model.npz')]
+  with pytest.raises(SystemExit) as e:
+    module.main(argv)
+  assert e.value.code == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: PyTorch is not installed')
+  assert "pip install -e '.[bench]'" in err and err.count('\n') == 1
