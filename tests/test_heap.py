@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from bonnkd.cpu import heap
+from tests.conftest import ROOT
 
 PAGES = 96 * 2**20 // 4096
 
@@ -43,16 +44,16 @@ faults_of_a_block()
 print(kept, faults_of_a_block())
 """
 
-needs_glibc = pytest.mark.skipif(heap._glibc() is None,  # pylint: disable=protected-access
-                                 reason='mallopt is glibc\'s')
+needs_glibc = pytest.mark.skipif(
+    heap._glibc() is None,  # pylint: disable=protected-access
+    reason="mallopt is glibc's")
 
 
 def _second_block(env) -> tuple[str, int]:
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = subprocess.run(
       [sys.executable, '-c', _FAULTS_OF_A_SECOND_BLOCK], capture_output=True,
-      text=True, env={**os.environ, 'JAX_PLATFORMS': 'cpu', **env}, cwd=root,
-      check=True)
+      text=True, env={**os.environ, 'JAX_PLATFORMS': 'cpu', **env},
+      cwd=ROOT, check=True)
   kept, faults = out.stdout.split()
   return kept, int(faults)
 

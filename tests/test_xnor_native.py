@@ -22,6 +22,7 @@ import pytest
 from bonnkd import deploy
 from bonnkd.binary import packing
 from bonnkd.cpu import xnor
+from tests.conftest import ROOT
 
 needs_native = pytest.mark.skipif(
     not xnor.available(), reason='the native XNOR conv is not built here')
@@ -134,13 +135,11 @@ def test_binary_output_equals_the_pure_jax_one(shape, kernel_size, cout,
 # past a barrier, the rows convolved by chunks, on the calling thread and
 # the pool's.
 SHARED_CALLS = """
-import sys
 import jax.numpy as jnp
 import numpy as np
-sys.path.insert(0, 'tests')
-from test_xnor_native import SHAPES
 from bonnkd.binary import packing
 from bonnkd.cpu import xnor
+from tests.test_xnor_native import SHAPES
 for shape, size, cout, strides, padding in SHAPES:
   rng = np.random.default_rng(cout + 3)
   x = rng.normal(size=shape).astype(np.float32)
@@ -164,11 +163,10 @@ print(len(SHAPES))
 
 @needs_native
 def test_calls_shared_with_the_pool_equal_the_pure_jax_conv():
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = subprocess.run(
       [sys.executable, '-c', SHARED_CALLS], capture_output=True, text=True,
       env={**os.environ, 'BONNKD_XNOR_PARALLEL_WORK': '0',
-           'JAX_PLATFORMS': 'cpu'}, cwd=root)
+           'JAX_PLATFORMS': 'cpu'}, cwd=ROOT)
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.split() == [str(len(SHAPES))]
 
@@ -207,6 +205,6 @@ def test_forced_off_deploy_uses_the_pure_jax_conv():
   out = subprocess.run(
       [sys.executable, '-c', code], capture_output=True, text=True,
       env={**os.environ, xnor.ENV: '0', 'JAX_PLATFORMS': 'cpu'}, check=True,
-      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+      cwd=ROOT)
   assert out.stdout.split() == ['False', 'True']
   assert 'unavailable ($BONNKD_XNOR_NATIVE=0)' in out.stderr
