@@ -14,8 +14,9 @@ Presets (``configs/phase1_bonn_wrn.py:<preset>``):
   recipe) trained at there in bfloat16 (results/gpu/README.md);
   ``python -m benchmarks.throughput`` there measures it.
 * cpu -- the seed's choice, sized for 2 CPU cores and <= 60 minutes of
-  training: WRN-10-2 whose first convolution has 1-bit weights with a
-  learned modulation vector, 28 epochs (see the preset).
+  training: WRN-16-2 whose first convolution has 1-bit weights with a
+  learned modulation vector, 21 epochs, chosen on val for 45 minutes of a
+  2-core Intel Xeon (see the preset).
 * seed -- the seed's phase-1 model at full size (WRN-16-7, 1-bit first
   convolution, 8.4M parameters), 35 epochs: a run of
   ``configs/plans/table1.py``; on one H200, 90.64% test in 2.7 minutes
@@ -51,11 +52,13 @@ Command (offline copy of CIFAR-10)::
   python launch.py --config configs/phase1_bonn_wrn.py:cpu --workdir runs/p1 \\
     --config.data.source=folder --config.data.dir=../shared/data/cifar10-jpeg
 
-Measured (results/README.md), seed 0, 2 CPU cores, JPEG copy of CIFAR-10:
-the ``cpu`` preset (WRN-10-2, 28 epochs) 85.53% test (85.62% val) after
-51.0 min of training on a 2-core AMD EPYC (family 26); at 22 epochs it
-gave 84.87% test (84.62% val) in 42.7 min; the first ``cpu`` preset
-(WRN-16-1, 11 epochs) 82.25% test in 57.6 min on an older EPYC.
+Measured (results/README.md), 2 CPU cores, JPEG copy of CIFAR-10: the
+``cpu`` preset (WRN-16-2, 21 epochs) 87.77% test (87.78% val) after 40.0
+min of training, seed 0, on a 2-core Intel Xeon (lscpu family 6, model
+167), 2026-12-05 (results/phase1_cpu/select/wrn16_2/).
+The presets before it: WRN-10-2 for 28 epochs, 85.53% test (85.62% val)
+in 51.0 min on a 2-core AMD EPYC (family 26); WRN-16-1 for 11 epochs,
+82.25% test in 57.6 min on an older EPYC.
 The default preset has not been run here (no accelerator time for 200
 epochs); BONN reports 87.3% for its 1-bit WRN-22 on CIFAR-10. On an
 accelerator, ``configs/plans/bonn.py`` runs it with and without BONN's
@@ -85,19 +88,23 @@ def get_config(preset: str = ''):
     config.optim.lr = 0.1
     config.optim.weight_decay = 5e-4
   elif preset == 'cpu':
-    # Chosen on the val split (configs/plans/cpu_preset_selection.py, all
-    # rows in results/phase1_cpu/preset_selection_sweep.jsonl): WRN-10-2 for 22
-    # epochs is the only candidate that reached 85% val (85.32%). With the
-    # tuned conv lowering it trains at ~450 img/s on a 2-core AMD EPYC
-    # (family 26): 22 epochs took 42.7 min, so the schedule was stretched
-    # to 28 epochs to fill the hour (51.0 min; val 84.62% -> 85.62%). At
-    # the ~150 img/s of the older EPYC the first preset was sized on,
-    # WRN-16-1 for 11 epochs was the hour's best (82.25% test).
-    config.model.depth = 10
+    # Chosen on the val split (configs/plans/phase1_cpu.py, issue 25):
+    # five depths and widths of this recipe, each for the epochs its train
+    # step fits into 45 minutes of a 2-core Intel Xeon (family 6, model
+    # 167), seed 0. WRN-16-2 for 21 epochs: 87.78% val in 40.0 min; WRN-10-2
+    # for 39 epochs 87.26%, WRN-10-3 for 22 86.84%, WRN-16-1 for 48
+    # 86.60%, WRN-10-4 for 13 85.78% (results/phase1_cpu/select/); its
+    # test, read once, 87.77%. On a family-25 EPYC (AVX2) expect about
+    # twice the minutes (the W1A1 recipe's epochs took 2.1-2.4x as long
+    # there as on the Xeon; this one not timed there). The presets before:
+    # WRN-10-2 for 28 epochs (until 2026-12-05; chosen by
+    # configs/plans/cpu_preset_selection.py at a quarter of today's step
+    # speed), and WRN-16-1 for 11 epochs.
+    config.model.depth = 16
     config.model.width = 2
     config.model.binarize = 'first_conv'
     config.model.binarize_what = 'weights'
-    config.num_epochs = 28.0
+    config.num_epochs = 21.0
     config.batch_size = 128
     config.optim.lr = 0.4
     config.optim.weight_decay = 5e-4

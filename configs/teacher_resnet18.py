@@ -7,9 +7,9 @@ Presets (``configs/teacher_resnet18.py:<preset>``):
   accelerator.
 * cpu -- sized for <= 45 minutes on 2 CPU cores: ResNet-18 is ~100x too slow
   there, so the cpu teacher is a full-precision WRN-16-1 (175k parameters)
-  for 9 epochs. A phase-1 ``cpu`` run (today a WRN-10-2 with a 1-bit stem;
-  the measured phase-2 runs used the earlier WRN-16-1 one) can serve as the
-  cpu teacher as well.
+  for 9 epochs. A phase-1 ``cpu`` run can serve as the cpu teacher as
+  well: the measured phase-2 runs distil from ``results/bonn/teacher2``,
+  that preset's WRN-10-2 with a 1-bit stem as it stood on 2026-12-04.
 * smoke -- a tiny ResNet on a few hundred images, for tests.
 
 Command::

@@ -2,10 +2,16 @@
 
 Issue 25 asks for the CPU presets re-chosen for what the hour fits now that
 the train step is faster (oneDNN's convolutions, the BatchNorm gradient),
-phase 1 toward 88% in <= 60 minutes. Today's ``phase1_bonn_wrn.py:cpu``
-(WRN-10-2 with a 1-bit stem, 28 epochs) gave 85.53% test (85.62% val) in
-51.0 min on a family-26 EPYC; its step now runs at 691 img/s on a 2-core
+phase 1 toward 88% in <= 60 minutes. The ``phase1_bonn_wrn.py:cpu`` of
+then (WRN-10-2 with a 1-bit stem, 28 epochs) gave 85.53% test (85.62% val)
+in 51.0 min on a family-26 EPYC; its step ran at 691 img/s on a 2-core
 Intel Xeon (lscpu family 6, model 167), where 28 epochs take ~35 minutes.
+
+Chosen on val, 2026-12-05 (results/phase1_cpu/select/, one seed each):
+WRN-16-2 for 21 epochs, 87.78% val in 40.0 min, now the ``cpu`` preset;
+WRN-10-2 for 39 epochs 87.26%, WRN-10-3 for 22 86.84%, WRN-16-1 for 48
+86.60%, WRN-10-4 for 13 85.78%; its test, read once, 87.77%. Each took
+38.0-47.0 minutes of the 45 planned.
 
 ``candidates`` -- the ``cpu`` preset's recipe (1-bit stem with a learned
 modulation, batch 128, lr 0.4, label smoothing 0.1, weight decay 5e-4) at
@@ -50,7 +56,8 @@ CONFIG = 'configs/phase1_bonn_wrn.py:cpu'
 TRAIN_IMAGES = 45_000
 BUDGET_MIN = 45.0
 EVAL_S = 6.0
-# name -> (depth, width, train step img/s on the Xeon); today's first.
+# name -> (depth, width, train step img/s on the Xeon); the preset of
+# then first.
 CANDIDATES = {
     'wrn10_2': (10, 2, 713.7),
     'wrn16_2': (16, 2, 368.4),

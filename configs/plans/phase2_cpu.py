@@ -23,7 +23,8 @@ stem, 86.10% val); run the plan from the repository root::
 
 Images per second of each candidate's distillation step (student forward
 and backward, the teacher's forward; batch 128), measured quiet on that
-Xeon on 2026-12-05 (commit 8f570af; ``python -m
+Xeon on 2026-12-05 (commit 8f570af, whose phase-1 ``cpu`` preset is
+teacher2's WRN-10-2 for 28 epochs; ``python -m
 benchmarks.train_step_bench --config configs/phase2_kd_student.py:cpu
 --teacher_config configs/phase1_bonn_wrn.py:cpu --set
 'model.stage_sizes=...' --set 'model.widths=...' --impl auto --steps 3
