@@ -95,7 +95,7 @@ def get_config(preset: str = ''):
     # for 39 epochs 87.26%, WRN-10-3 for 22 86.84%, WRN-16-1 for 48
     # 86.60%, WRN-10-4 for 13 85.78% (results/phase1_cpu/select/); its
     # test, read once, 87.77%. On a family-25 EPYC (AVX2) expect about
-    # twice the minutes (the W1A1 recipe's epochs took 2.1-2.4x as long
+    # twice the minutes (the W1A1 recipe's epochs took 2.0-2.5x as long
     # there as on the Xeon; this one not timed there). The presets before:
     # WRN-10-2 for 28 epochs (until 2026-12-05; chosen by
     # configs/plans/cpu_preset_selection.py at a quarter of today's step
