@@ -55,7 +55,9 @@ Command (offline copy of CIFAR-10)::
 Measured (results/README.md), 2 CPU cores, JPEG copy of CIFAR-10: the
 ``cpu`` preset (WRN-16-2, 21 epochs) 87.77% test (87.78% val) after 40.0
 min of training, seed 0, on a 2-core Intel Xeon (lscpu family 6, model
-167), 2026-12-05 (results/phase1_cpu/select/wrn16_2/).
+167), 2026-12-05 (results/phase1_cpu/select/wrn16_2/); seed 1
+88.13% test (88.12% val) in 50.9 min, the test suite beside it
+(results/phase1_cpu/final/cpu_s1/).
 The presets before it: WRN-10-2 for 28 epochs, 85.53% test (85.62% val)
 in 51.0 min on a 2-core AMD EPYC (family 26); WRN-16-1 for 11 epochs,
 82.25% test in 57.6 min on an older EPYC.
