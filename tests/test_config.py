@@ -124,8 +124,11 @@ def test_phase1_bonn_presets_are_bonns_complete_recipe(preset):
 
 def test_steps_per_epoch_drops_last_partial_batch():
   assert defaults.steps_per_epoch(45000, 128) == 351
-  config = phase1_bonn_wrn.get_config('cpu')  # 28 epochs of 351 steps.
+  config = phase1_bonn_wrn.get_config('cpu')  # Batch 128.
+  config.num_epochs = 28.0
   assert defaults.num_train_steps(config, 45000) == 28 * 351
+  config.num_epochs = 0.5  # Half an epoch, 175.5 steps: rounded up.
+  assert defaults.num_train_steps(config, 45000) == 176
 
 
 def test_override_parses_values_by_the_fields_type():
